@@ -1,0 +1,1 @@
+"""Simulators behind IsaacLab's env contract (embedded MuJoCo default, optional IsaacLab)."""
