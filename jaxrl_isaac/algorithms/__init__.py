@@ -1,0 +1,1 @@
+"""RL algorithms as pure JAX functions (advantages, PPO/GRPO losses)."""

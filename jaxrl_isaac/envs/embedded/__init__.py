@@ -1,0 +1,2 @@
+from jaxrl_isaac.envs.embedded.gl_backend import configure_gl_backend as _configure_gl_backend
+_configure_gl_backend()

@@ -1,0 +1,156 @@
+"""Rollout collection with action chunks: the simulator (torch, outside jit) <-> the policy (JAX, jitted).
+
+Per global step: ``rollout_epoch`` passes of T = max_steps_per_rollout_epoch / C chunk steps over N envs. At each
+chunk step the policy sees one observation (cameras render once per chunk) and returns C actions that are
+executed open loop, as RLinf does. Env outputs cross into JAX through the DLPack bridge; the reward/done
+buffers an IsaacLab env reuses in place are copied into buffers the rollout owns before the next step.
+
+Semantics (RLinf's, see docs/rlinf_embodied_spec.md §2.2-2.4 and §4.6), with two deliberate fixes:
+* auto_reset=False (train): every rollout epoch starts with a full reset; after an episode ends inside the
+  window, the env keeps running a fresh episode whose samples are loss-masked. The env metrics (success_once,
+  return, episode_len) describe the *first* episode only -- RLinf keeps latching success over the re-spawned
+  episodes and reports episode_len = window length.
+* Every global step starts from a reset seeded by (env seed, global step, epoch), so a resumed run sees the
+  same episodes as an uninterrupted one (RLinf's resets are unseeded).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from jaxrl_isaac import bridge
+from jaxrl_isaac.algorithms.embodied import Trajectory
+from jaxrl_isaac.envs.contract import POLICY_GROUP, VecEnv
+from jaxrl_isaac.models.policy import Policy
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSettings:
+    num_action_chunks: int            # C: env steps per policy call
+    chunk_steps: int                  # T = max_steps_per_rollout_epoch / C
+    rollout_epoch: int = 1
+    auto_reset: bool = False
+    ignore_terminations: bool = False
+    seed: int = 0
+
+
+def reset_seed(base_seed: int, global_step: int, epoch: int) -> int:
+    """A reset seed that depends only on (seed, step, epoch): resumed runs replay the same episodes."""
+    return int(np.random.SeedSequence([base_seed, global_step, epoch]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class _EpisodeStats:
+    """Per-env accumulators for the episodes of one global step (torch, on the env device)."""
+
+    def __init__(self, n: int, device: torch.device, first_only: bool):
+        self.first_only = first_only
+        self.ret = torch.zeros(n, device=device)
+        self.length = torch.zeros(n, dtype=torch.int64, device=device)
+        self.success = torch.zeros(n, dtype=torch.bool, device=device)
+        self.counting = torch.ones(n, dtype=torch.bool, device=device)  # first_only: still in episode 1
+        self.finished: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def update(self, reward, done, success):
+        active = self.counting
+        self.ret += torch.where(active, reward, 0.0)
+        self.length += active.long()
+        self.success |= active & success
+        ended = done & active
+        if bool(ended.any()):
+            self.finished.append((self.ret[ended].clone(), self.length[ended].clone(), self.success[ended].clone()))
+            if self.first_only:
+                self.counting &= ~ended
+            else:
+                self.ret[ended], self.length[ended], self.success[ended] = 0.0, 0, False
+
+    def close_window(self):
+        """Unfinished episodes count too (cut by the rollout window), then restart the accumulators."""
+        open_ = self.counting & (self.length > 0)
+        if bool(open_.any()):
+            self.finished.append((self.ret[open_].clone(), self.length[open_].clone(), self.success[open_].clone()))
+        self.ret.zero_(); self.length.zero_(); self.success.zero_(); self.counting.fill_(True)
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        if not self.finished:
+            return {}
+        ret = torch.cat([f[0] for f in self.finished]).float()
+        length = torch.cat([f[1] for f in self.finished]).float()
+        success = torch.cat([f[2] for f in self.finished]).float()
+        return {f"{prefix}/success_once": float(success.mean()), f"{prefix}/return": float(ret.mean()),
+                f"{prefix}/episode_len": float(length.mean()), f"{prefix}/reward": float((ret / length).mean()),
+                f"{prefix}/num_trajectories": float(len(ret))}
+
+
+class RolloutCollector:
+    """Runs the env with a policy and returns a time-major ``Trajectory`` of JAX arrays."""
+
+    def __init__(self, env: VecEnv, policy: Policy, settings: RolloutSettings):
+        self.env, self.policy, self.s = env, policy, settings
+        self._sample = jax.jit(policy.sample)
+        self._value = jax.jit(policy.value)
+        self._obs = None
+
+    def _read(self, obs) -> dict[str, jax.Array]:
+        return bridge.tree_torch_to_jax(self.policy.read_obs(obs[POLICY_GROUP]))
+
+    def collect(self, params: Any, rng: jax.Array, global_step: int) -> tuple[Trajectory, dict[str, float]]:
+        s, env = self.s, self.env
+        n, C = env.num_envs, s.num_action_chunks
+        stats = _EpisodeStats(n, env.device, first_only=not s.auto_reset)
+        timings = {"time/env_step": 0.0, "time/policy": 0.0}
+        epochs = []
+        for epoch in range(s.rollout_epoch):
+            if epoch == 0 or not s.auto_reset:
+                self._obs, _ = env.reset(seed=reset_seed(s.seed, global_step, epoch))
+            obs_steps, samples, rewards, dones = [], [], [], []
+            dones.append(jnp.zeros((n, C), bool))
+            for t in range(s.chunk_steps):
+                t0 = time.perf_counter()
+                obs_j = self._read(self._obs)
+                sample = self._sample(params, obs_j, jax.random.fold_in(rng, epoch * s.chunk_steps + t))
+                actions = bridge.jax_to_torch(sample.actions).to(env.device)
+                t1 = time.perf_counter()
+                chunk_reward = torch.zeros((n, C), device=env.device)  # owned copies of the reused buffers
+                chunk_done = torch.zeros((n, C), dtype=torch.bool, device=env.device)
+                for c in range(C):
+                    self._obs, reward, terminated, truncated, extras = env.step(actions[:, c].contiguous())
+                    if s.ignore_terminations:
+                        terminated = torch.zeros_like(terminated)
+                    done = terminated | truncated
+                    chunk_reward[:, c] = reward
+                    chunk_done[:, c] = done
+                    success = extras.get("success", torch.zeros_like(done))
+                    stats.update(reward.float(), done, success.bool())
+                t2 = time.perf_counter()
+                timings["time/policy"] += t1 - t0
+                timings["time/env_step"] += t2 - t1
+                obs_steps.append(obs_j)
+                samples.append(sample)
+                rewards.append(bridge.torch_to_jax(chunk_reward))
+                dones.append(bridge.torch_to_jax(chunk_done))
+            t0 = time.perf_counter()
+            final_value = self._value(params, self._read(self._obs))
+            timings["time/policy"] += time.perf_counter() - t0
+            if not s.auto_reset:
+                stats.close_window()
+            epochs.append(Trajectory(
+                obs=jax.tree.map(lambda *x: jnp.stack(x), *obs_steps),
+                train_inputs=jax.tree.map(lambda *x: jnp.stack(x), *[x.train_inputs for x in samples]),
+                logprobs=jnp.stack([x.logprob for x in samples]),
+                values=jnp.stack([x.value for x in samples] + [final_value]),
+                rewards=jnp.stack(rewards),
+                dones=jnp.stack(dones)))
+        if s.auto_reset:
+            stats.close_window()
+        # Trajectories of all epochs side by side on the batch axis (index = epoch * N + env), as RLinf.
+        traj = jax.tree.map(lambda *x: jnp.concatenate(x, axis=1), *epochs)
+        metrics = stats.metrics("env")
+        metrics.update(timings)
+        return traj, metrics
