@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Sets up everything jaxrl_isaac needs on a fresh Debian/Ubuntu machine, idempotently:
+#   1. Debian packages for offscreen MuJoCo rendering (OSMesa on CPU; EGL/GL loaders for GPUs),
+#   2. a virtual environment in .venv with the package installed editable (+ test extras).
+# Re-running is cheap: each part is skipped when it is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+APT_PACKAGES=(libosmesa6 libegl1 libgl1 libglvnd0)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[setup] installing Debian packages: ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null; then SUDO="sudo"; else
+      echo "[setup] need root to install ${missing[*]} (apt-get); install them and re-run" >&2; exit 1; fi
+  fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "[setup] jaxrl_isaac needs Python >= 3.11; $PYTHON is $("$PYTHON" --version 2>&1)" >&2; exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv with $("$PYTHON" --version 2>&1)"
+  "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.jaxrl_isaac-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] installing jaxrl_isaac and its dependencies into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[test]"
+  echo "$want" > "$stamp"
+fi
+echo "[setup] ready: .venv/bin/python $(.venv/bin/python -c 'import jax, mujoco, torch; print(f"jax {jax.__version__}, mujoco {mujoco.__version__}, torch {torch.__version__}")')"
