@@ -107,6 +107,8 @@ class EmbodiedRunner:
         from jaxrl_isaac import bridge
         from jaxrl_isaac.envs.contract import POLICY_GROUP
         example = bridge.tree_torch_to_jax(self.policy.read_obs(obs[POLICY_GROUP]))
+        # The rollout policy runs where the simulator's tensors land in JAX (zero-copy through DLPack).
+        self.rollout_device = next(iter(jax.tree.leaves(example)[0].devices()))
         params = self.policy.init(jax.random.fold_in(self.rng, 0x1A17), example)
         if self.cfg.runner.ckpt_path:
             params = checkpoints.restore_params(self.cfg.runner.ckpt_path, params)
@@ -137,9 +139,9 @@ class EmbodiedRunner:
 
     # ---- phases ----
     def sync_weights(self) -> Any:
-        """The rollout copy of the weights. Collocated on one mesh this is the same buffers; with a separate
-        rollout placement it becomes a device_put to the rollout devices."""
-        return self.state.params
+        """The rollout copy of the weights, on the device the simulator's observations arrive on. When the actor
+        mesh is that single device this reuses the same buffers; otherwise it is one device-to-device copy."""
+        return jax.device_put(self.state.params, self.rollout_device)
 
     def train_step(self, step: int) -> dict[str, float]:
         t_step = time.perf_counter()

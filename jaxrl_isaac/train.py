@@ -18,19 +18,24 @@ def main(argv: list[str] | None = None) -> int:
     from jaxrl_isaac.config.cli import parse_train_args
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "jax._src.xla_bridge"):  # orbax logs every file it writes at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cfg, source = parse_train_args(sys.argv[1:] if argv is None else argv, DEFAULT_CONFIG_NAME)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
 
-    from jaxrl_isaac.jax_setup import configure_jax_memory
-    configure_jax_memory(cfg.cluster.jax_mem_fraction)
+    from jaxrl_isaac.jax_setup import configure_jax_memory, jax_backends_initialized
+    if jax_backends_initialized():  # called in-process after JAX started (tests, notebooks): too late to cap it
+        logging.getLogger("jaxrl_isaac").warning("JAX is already initialised; cluster.jax_mem_fraction not applied")
+    else:
+        configure_jax_memory(cfg.cluster.jax_mem_fraction)
 
     import jax
     from jaxrl_isaac.config.loader import validate
     try:
-        validate(cfg, num_devices=jax.device_count(), source=source)
+        validate(cfg, num_devices=jax.device_count())
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2

@@ -160,10 +160,12 @@ def run_checks(device) -> list[Check]:
         action = jnp.linspace(-1.0, 1.0, 256 * ACTION_HORIZON * ACTION_DIM).reshape(256, ACTION_HORIZON, ACTION_DIM)
         done = jnp.arange(512) % 3 == 0
         ta, td = bridge.jax_to_torch(action), bridge.jax_to_torch(done)
-        ok = (ta.data_ptr() == action.unsafe_buffer_pointer() and td.data_ptr() == done.unsafe_buffer_pointer()
-              and td.dtype == torch.bool and ta.device == device
-              and np.array_equal(ta.cpu().numpy(), np.asarray(action)) and np.array_equal(td.cpu().numpy(), np.asarray(done)))
-        return ok, f"action {tuple(ta.shape)} {ta.dtype} on {ta.device}, done {td.dtype}: same buffers, values ok={ok}"
+        aliased = ta.data_ptr() == action.unsafe_buffer_pointer() and td.data_ptr() == done.unsafe_buffer_pointer()
+        values = (np.array_equal(ta.cpu().numpy(), np.asarray(action))
+                  and np.array_equal(td.cpu().numpy(), np.asarray(done)))
+        ok = aliased and values and td.dtype == torch.bool and ta.device == device
+        return ok, (f"action {tuple(ta.shape)} {ta.dtype} on {ta.device}, done {td.dtype}: "
+                    f"same buffers={aliased}, values ok={values}")
 
     record("jax->torch float32/bool zero-copy", jax_to_torch_zero_copy)
 
@@ -174,7 +176,8 @@ def run_checks(device) -> list[Check]:
         out = bridge.tree_torch_to_jax({"reward": reward, "terminated": terminated}, own=True)
         reward.fill_(-1.0)  # what IsaacLab's reward manager does to its buffer on the next step
         terminated[:] = False
-        ok = np.array_equal(np.asarray(out["reward"]), before_r) and np.array_equal(np.asarray(out["terminated"]), before_t)
+        ok = (np.array_equal(np.asarray(out["reward"]), before_r)
+              and np.array_equal(np.asarray(out["terminated"]), before_t))
         return ok, f"JAX copies unchanged after in-place overwrite of the torch buffers: {ok}"
 
     record("own=True isolates from in-place overwrite", own_isolates)
@@ -214,7 +217,8 @@ def run_checks(device) -> list[Check]:
         j = bridge.torch_to_jax(flat[1:])
         doubled = jax.jit(lambda a: a * 2.0)(j)
         ok = np.allclose(np.asarray(doubled), 2.0 * flat[1:].cpu().numpy())
-        return ok, f"x[1:] (4-byte offset) through the bridge, then jit: values ok={ok}, copied={j.unsafe_buffer_pointer() != flat[1:].data_ptr()}"
+        copied = j.unsafe_buffer_pointer() != flat[1:].data_ptr()
+        return ok, f"x[1:] (4-byte offset) through the bridge, then jit: values ok={ok}, copied={copied}"
 
     record("misaligned 1-D slice usable in jit", misaligned_slice)
 
@@ -227,7 +231,8 @@ def run_checks(device) -> list[Check]:
             ok = np.allclose(np.asarray(jax.jit(lambda a: a * 2.0)(j)), 2.0 * flat[1:].cpu().numpy())
             return ok, f"raw jax.dlpack.from_dlpack(x[1:]): aliased={aliased}, jit values ok={ok}"
         except Exception as err:  # noqa: BLE001
-            return False, f"raw jax.dlpack.from_dlpack(x[1:]): aliased={aliased}, jit raised {str(err).splitlines()[0][:160]}"
+            return False, (f"raw jax.dlpack.from_dlpack(x[1:]): aliased={aliased}, "
+                           f"jit raised {str(err).splitlines()[0][:160]}")
 
     record("raw DLPack of a misaligned slice (no bridge)", raw_misaligned_slice, required=False)
 
@@ -322,7 +327,8 @@ def _cuda_checks(record, device, gen) -> None:
         try:
             b = jax.jit(lambda v: v + 1.0, donate_argnums=0)(a)
             b.block_until_ready()
-            outcome = f"donation accepted, array deleted={a.is_deleted()}, reused buffer={b.unsafe_buffer_pointer() == t.data_ptr()}"
+            reused = b.unsafe_buffer_pointer() == t.data_ptr()
+            outcome = f"donation accepted, array deleted={a.is_deleted()}, reused buffer={reused}"
         except Exception as err:  # noqa: BLE001
             outcome = f"donation raised {type(err).__name__}: {str(err).splitlines()[0][:120]}"
         ok = bool((t == 5.0).all())
@@ -387,7 +393,7 @@ def step_paths(step: dict[str, Any]) -> dict[str, tuple[int, Callable[[], Any]]]
 
     def packed():
         images = bridge.tree_torch_to_jax(cams)
-        buffers, layout = bridge.torch_to_jax_packed(small)
+        buffers, _ = bridge.torch_to_jax_packed(small)
         return images, buffers
 
     return {

@@ -9,6 +9,11 @@ import os
 import sys
 import warnings
 
+# mujoco reads MUJOCO_GL once, when this module of it is imported (``import mujoco`` does that).
+_MUJOCO_GL_MODULE = "mujoco.rendering.classic.gl_context"
+# Set by configure_gl_backend: mujoco had picked its backend before MUJOCO_GL was set (rendering then likely fails).
+GL_CHOSEN_BEFORE_CONFIG = False
+
 
 def _cuda_gpu_visible() -> bool:
     """True when an NVIDIA driver exposes a GPU and CUDA_VISIBLE_DEVICES does not hide all of them.
@@ -22,16 +27,23 @@ def _cuda_gpu_visible() -> bool:
     return os.path.isdir(gpus) and len(os.listdir(gpus)) > 0
 
 
+def mujoco_gl_already_read() -> bool:
+    """True when mujoco has already chosen its GL backend (later changes to MUJOCO_GL have no effect)."""
+    return _MUJOCO_GL_MODULE in sys.modules
+
+
 def configure_gl_backend() -> str:
     """Set MUJOCO_GL (and PYOPENGL_PLATFORM to match) unless the user already chose; returns the backend.
 
     "egl" when a CUDA GPU is visible (NVIDIA's EGL renders on the GPU), else "osmesa" (software, needs libosmesa6).
     """
+    global GL_CHOSEN_BEFORE_CONFIG
     if "MUJOCO_GL" not in os.environ:
-        if "mujoco" in sys.modules:
-            warnings.warn("mujoco was imported before jaxrl_isaac.envs.embedded and MUJOCO_GL is unset; set "
-                          "MUJOCO_GL=osmesa (CPU) or MUJOCO_GL=egl (NVIDIA GPU) before importing mujoco",
-                          stacklevel=2)
+        GL_CHOSEN_BEFORE_CONFIG = mujoco_gl_already_read()
+        if GL_CHOSEN_BEFORE_CONFIG:
+            warnings.warn("mujoco was imported before jaxrl_isaac.envs.embedded with MUJOCO_GL unset, so camera "
+                          "rendering will try a windowed (GLFW) context; set MUJOCO_GL=osmesa (CPU) or "
+                          "MUJOCO_GL=egl (NVIDIA GPU) before importing mujoco", stacklevel=3)
         os.environ["MUJOCO_GL"] = "egl" if _cuda_gpu_visible() else "osmesa"
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
     return os.environ["MUJOCO_GL"]

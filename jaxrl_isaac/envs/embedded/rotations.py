@@ -48,28 +48,6 @@ def quat_from_yaw(yaw: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(half), zeros, zeros, np.sin(half)], axis=-1)
 
 
-def quat_from_mat(mat: np.ndarray) -> np.ndarray:
-    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) wxyz with w >= 0."""
-    m = mat
-    trace = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    # Four candidate formulas; use the numerically largest pivot per element (Shepperd's method).
-    cands = np.stack([
-        np.stack([1 + trace, m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]], -1),
-        np.stack([m[..., 2, 1] - m[..., 1, 2], 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                  m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0]], -1),
-        np.stack([m[..., 0, 2] - m[..., 2, 0], m[..., 0, 1] + m[..., 1, 0],
-                  1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], m[..., 1, 2] + m[..., 2, 1]], -1),
-        np.stack([m[..., 1, 0] - m[..., 0, 1], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1],
-                  1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1),
-    ], axis=-2)  # (..., 4 candidates, 4)
-    pivots = np.stack([1 + trace, 1 + m[..., 0, 0] - m[..., 1, 1] - m[..., 2, 2],
-                       1 - m[..., 0, 0] + m[..., 1, 1] - m[..., 2, 2], 1 - m[..., 0, 0] - m[..., 1, 1] + m[..., 2, 2]], -1)
-    best = np.argmax(pivots, axis=-1)
-    q = np.take_along_axis(cands, best[..., None, None], axis=-2)[..., 0, :]
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    return np.where(q[..., :1] < 0.0, -q, q)
-
-
 def wxyz_to_xyzw(q: np.ndarray) -> np.ndarray:
     return q[..., [1, 2, 3, 0]]
 

@@ -33,6 +33,7 @@ ARM_JOINT_LIMITS = np.array([
     [-2.8973, 2.8973], [-0.0175, 3.7525], [-2.8973, 2.8973]])
 FINGER_OPEN = 0.04  # m per finger (BinaryJointPositionActionCfg open command)
 FINGER_CLOSED = 0.0
+FINGER_MAX_SPEED = 0.2  # m/s, FRANKA_PANDA_CFG's panda_hand velocity limit
 # IsaacLab's stack-task default pose (set_default_joint_pose): 7 arm joints then the two fingers.
 DEFAULT_JOINT_POS = np.array([0.0444, -0.1894, -0.1107, -2.5148, 0.0044, 2.3775, 0.6952, 0.04, 0.04])
 TCP_OFFSET = 0.1034  # m along panda_hand z: IsaacLab's ee_frame "end_effector" target (eef_pos / eef_quat)
@@ -52,6 +53,17 @@ _CUBE = f'contype="{_BIT_CUBE}" conaffinity="{_BIT_STATIC | _BIT_CUBE | _BIT_ARM
 _ARM = f'contype="{_BIT_ARM}" conaffinity="0"'
 _PAD = f'contype="{_BIT_PAD}" conaffinity="{_BIT_STATIC}"'
 _VISUAL = 'contype="0" conaffinity="0"'
+# MuJoCo contacts are soft: at rest a contact pushed by an acceleration a penetrates about (1 - d) / d * a / k with
+# k ~ 1 / timeconst^2 and timeconst >= 2 * dt = 0.02 s. The 47 N finger squeeze on a 0.1 kg cube with the default
+# impedance d = 0.95 sinks the pads ~2 cm into it; d -> 0.99-0.999 over 1 mm of penetration brings it to < 1 mm.
+_HARD_SOLIMP = "0.99 0.999 0.001"
+# Implicit integration of the stiff PD's damping (kv) divides the effect of contact forces on a joint by about
+# 1 + dt * kv / m. With IsaacLab's gains (arm kv = 80, finger kv = 100) and light joints that is ~10x: held cubes slip
+# and squeezed pads sink centimetres into them. An armature (reflected drive inertia) of 1 kg m^2 / 1 kg per joint
+# keeps the factor below 2 without changing how fast the joints track (the PD is overdamped; its slow pole is
+# kp / kv = 5 1/s for the arm either way).
+_ARM_ARMATURE = 1.0
+_FINGER_ARMATURE = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,15 +134,15 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
         f'''<body name="{name}" pos="{0.4 + 0.1 * i} 0 {half}">
       <freejoint name="{name}_joint"/>
       <geom name="{name}_geom" type="box" size="{half} {half} {half}" mass="0.1" rgba="{' '.join(map(str, rgba))}"
-            friction="1 0.005 0.0001" {_CUBE}/>
+            friction="1 0.005 0.0001" solimp="{_HARD_SOLIMP}" {_CUBE}/>
     </body>''' for i, (name, rgba) in enumerate(zip(CUBE_NAMES, CUBE_RGBA)))
     marker = ('''<body name="target" mocap="true" pos="0.5 0 0.3">
-      <site name="target_marker" type="sphere" size="0.015" rgba="1 0.6 0 0.8"/>
+      <site name="target_marker" type="sphere" size="0.02" rgba="1 0.5 0 1"/>
     </body>''' if config.with_target_marker else "")
     # Finger pads: the inner face of each pad lies at the finger joint position (y = q in the hand frame), so a
     # joint value of 0 means touching pads and 0.04 + 0.04 is the Panda's 8 cm opening.
-    pad = (f'<geom name="{{side}}_pad" type="box" pos="0 0.004 0.043" size="0.0095 0.004 0.012" '
-           f'friction="1.5 0.02 0.0001" condim="4" rgba="0.2 0.2 0.2 1" {_PAD}/>')
+    pad = (f'<geom name="{{side}}_pad" type="box" pos="0 0.006 0.043" size="0.0095 0.006 0.012" '
+           f'friction="1.5 0.02 0.0001" condim="4" solimp="{_HARD_SOLIMP}" rgba="0.2 0.2 0.2 1" {_PAD}/>')
     finger_shell = (f'<geom type="box" pos="0 0.013 0.026" size="0.01 0.006 0.028" rgba="0.92 0.92 0.93 1" '
                     f'{_ARM}/>')
     return f'''<mujoco model="embedded_franka_cube_scene">
@@ -144,13 +156,13 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
   </visual>
   <asset>
     <texture name="sky" type="skybox" builtin="gradient" rgb1="0.75 0.8 0.85" rgb2="0.35 0.4 0.45" width="64" height="64"/>
-    <texture name="floor_tex" type="2d" builtin="checker" rgb1="0.3 0.3 0.32" rgb2="0.25 0.25 0.27" width="64" height="64"/>
-    <material name="floor_mat" texture="floor_tex" texrepeat="8 8"/>
+    <!-- untextured floor: a textured plane costs ~1 ms per software-rendered frame -->
+    <material name="floor_mat" rgba="0.3 0.3 0.32 1"/>
     <material name="table_mat" rgba="0.62 0.5 0.38 1" specular="0.1"/>
   </asset>
   <default>
     <default class="panda">
-      <joint armature="0.1" damping="0"/>
+      <joint armature="{_ARM_ARMATURE}" damping="0"/>
       <position kp="400" kv="80" forcerange="-87 87" ctrllimited="true"/>
     </default>
   </default>
@@ -204,13 +216,13 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
                               fovy="{_fovy_deg(wh, ww):.4f}"/>
                       <body name="panda_leftfinger" pos="0 0 0.0584" gravcomp="1">
                         <inertial pos="0 0.01 0.03" mass="0.015" diaginertia="2.4e-6 2.4e-6 7.5e-7"/>
-                        <joint name="panda_finger_joint1" type="slide" axis="0 1 0" range="0 {FINGER_OPEN}"/>
+                        <joint name="panda_finger_joint1" type="slide" axis="0 1 0" range="0 {FINGER_OPEN}" armature="{_FINGER_ARMATURE}"/>
                         {finger_shell}
                         {pad.format(side="left")}
                       </body>
                       <body name="panda_rightfinger" pos="0 0 0.0584" quat="0 0 0 1" gravcomp="1">
                         <inertial pos="0 0.01 0.03" mass="0.015" diaginertia="2.4e-6 2.4e-6 7.5e-7"/>
-                        <joint name="panda_finger_joint2" type="slide" axis="0 1 0" range="0 {FINGER_OPEN}"/>
+                        <joint name="panda_finger_joint2" type="slide" axis="0 1 0" range="0 {FINGER_OPEN}" armature="{_FINGER_ARMATURE}"/>
                         {finger_shell}
                         {pad.format(side="right")}
                       </body>

@@ -1,0 +1,113 @@
+"""Embedded-simulator throughput: env-steps/s (one 20 Hz control step of one sub-env) for several batch sizes,
+without cameras, with both cameras read every step, and with both read once per action chunk.
+
+    python -m jaxrl_isaac.bench env --num-envs 1 8 64 --steps 200 --cam-size 200 --device cpu
+
+Actions are a fixed-seed random walk of small relative-pose deltas with a random gripper sign, so the arm moves
+and the fingers open and close (a still arm would flatter the physics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import time
+
+import numpy as np
+import torch
+
+from jaxrl_isaac.envs import embedded
+
+MODES = ("no_cameras", "cameras_every_step", "cameras_every_chunk")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchResult:
+    num_envs: int
+    mode: str
+    steps: int
+    seconds: float
+
+    @property
+    def env_steps_per_s(self) -> float:
+        return self.num_envs * self.steps / self.seconds
+
+
+def _actions(num_envs: int, steps: int, seed: int) -> torch.Tensor:
+    """(steps, N, 7) random actions: deltas ~ N(0, 0.1) (0.05 m / 0.05 rad after the env's 0.5 scale)."""
+    rng = np.random.default_rng(seed)
+    pose = rng.normal(0.0, 0.1, size=(steps, num_envs, 6))
+    gripper = np.repeat(rng.choice([-1.0, 1.0], size=(steps // 20 + 1, num_envs, 1)), 20, axis=0)[:steps]
+    return torch.from_numpy(np.concatenate([pose, gripper], axis=-1).astype(np.float32))
+
+
+def run_one(task_id: str, num_envs: int, mode: str, steps: int, cam_size: int, device: str, chunk: int,
+            warmup: int = 5) -> BenchResult:
+    """Time ``steps`` env steps of one configuration (after ``warmup`` untimed steps)."""
+    env = embedded.make(task_id, num_envs=num_envs, device=device, seed=0, table_cam=(cam_size, cam_size),
+                        wrist_cam=(cam_size, cam_size), max_episode_steps=10 ** 6)
+    try:
+        actions = _actions(num_envs, steps + warmup, seed=0).to(device)
+        obs, _ = env.reset(seed=0)
+        start = 0.0
+        for t in range(steps + warmup):
+            if t == warmup:
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            read = mode == "cameras_every_step" or (mode == "cameras_every_chunk" and t % chunk == 0)
+            if read:
+                _ = obs["policy"]["table_cam"], obs["policy"]["wrist_cam"]
+            obs, *_ = env.step(actions[t])
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return BenchResult(num_envs, mode, steps, time.perf_counter() - start)
+    finally:
+        env.close()
+
+
+def format_table(results: list[BenchResult], cam_size: int, chunk: int) -> str:
+    headers = {"no_cameras": "no cameras", "cameras_every_step": f"2 cams {cam_size}² every step",
+               "cameras_every_chunk": f"2 cams {cam_size}² every {chunk}th step"}
+    modes = [m for m in MODES if any(r.mode == m for r in results)]
+    lines = ["| num_envs | " + " | ".join(headers[m] for m in modes) + " |",
+             "|---:|" + "---:|" * len(modes)]
+    for n in sorted({r.num_envs for r in results}):
+        cells = []
+        for m in modes:
+            match = [r for r in results if r.num_envs == n and r.mode == m]
+            cells.append(f"{match[0].env_steps_per_s:,.0f}" if match else "–")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m jaxrl_isaac.bench env", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default=embedded.TASK_IDS[-1], choices=embedded.TASK_IDS)
+    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--steps", type=int, default=200, help="timed control steps per configuration")
+    parser.add_argument("--camera-steps", type=int, default=None,
+                        help="timed steps when cameras are read every step (default: --steps // 10, at least 5)")
+    parser.add_argument("--cam-size", type=int, default=200, help="square camera images of this side")
+    parser.add_argument("--chunk", type=int, default=16, help="action-chunk length for the every-chunk mode")
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--device", default="cpu", help="where the env returns tensors (cpu, cuda, cuda:0)")
+    args = parser.parse_args(argv)
+    if any(n < 1 for n in args.num_envs) or args.steps < 1:
+        parser.error("--num-envs and --steps must be positive")
+    camera_steps = args.camera_steps or max(5, args.steps // 10)
+    results = []
+    for n in args.num_envs:
+        for mode in args.modes:
+            steps = camera_steps if mode == "cameras_every_step" else args.steps
+            results.append(run_one(args.task, n, mode, steps, args.cam_size, args.device, args.chunk))
+            print(f"  {args.task} N={n:<4} {mode:<20} {results[-1].env_steps_per_s:>10,.0f} env-steps/s "
+                  f"({steps} steps, {results[-1].seconds:.2f} s)", flush=True)
+    print(f"\nEmbedded env throughput, env-steps/s ({args.task}, device={args.device}, "
+          f"{platform.processor() or platform.machine()}, torch threads={torch.get_num_threads()}):\n")
+    print(format_table(results, args.cam_size, args.chunk))
+
+
+if __name__ == "__main__":
+    main()
