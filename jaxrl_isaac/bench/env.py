@@ -69,7 +69,7 @@ def run_one(task_id: str, num_envs: int, mode: str, steps: int, cam_size: int, d
 
 def format_table(results: list[BenchResult], cam_size: int, chunk: int) -> str:
     headers = {"no_cameras": "no cameras", "cameras_every_step": f"2 cams {cam_size}² every step",
-               "cameras_every_chunk": f"2 cams {cam_size}² every {chunk}th step"}
+               "cameras_every_chunk": f"2 cams {cam_size}² every {chunk} steps"}
     modes = [m for m in MODES if any(r.mode == m for r in results)]
     lines = ["| num_envs | " + " | ".join(headers[m] for m in modes) + " |",
              "|---:|" + "---:|" * len(modes)]

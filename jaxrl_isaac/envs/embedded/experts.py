@@ -1,4 +1,5 @@
-"""Scripted experts: batched state machines that solve the embedded tasks from observations alone.
+"""Scripted experts: batched state machines that solve the embedded tasks from the policy observations (plus the
+env's episode counters, to notice same-step auto-resets).
 
 They produce actions in the env's own convention (0.5-scaled relative TCP pose deltas + gripper sign), so their
 rollouts serve as demonstrations / SFT data and prove each task is solvable. The arm tracks only part of a commanded

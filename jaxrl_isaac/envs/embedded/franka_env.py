@@ -9,7 +9,7 @@ Jacobian matches the state being integrated. Tensors go out on ``device``; the s
 from __future__ import annotations
 
 import weakref
-from typing import Any, Sequence
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -31,7 +31,8 @@ class EmbeddedFrankaEnv:
       task_id: one of ``tasks.TASK_IDS``.
       num_envs: number of sub-envs N.
       device: where returned tensors live ("cpu", "cuda", "cuda:1", ...).
-      seed: seeds the numpy Generator that draws every episode start until ``reset(seed=...)`` reseeds it.
+      seed: seeds the numpy Generator that draws every episode start (the first one during construction) until
+        ``reset(seed=...)`` reseeds it.
       table_cam, wrist_cam: (height, width) of the camera images.
       max_episode_steps: control steps before truncation (IsaacLab: 30 s at 20 Hz = 600).
       group_size: G; on a full ``reset()`` sub-envs [kG, (k+1)G) start from the same state (GRPO groups).
@@ -98,7 +99,11 @@ class EmbeddedFrankaEnv:
         self._prev_eef_quat = np.tile([1.0, 0.0, 0.0, 0.0], (n, 1))
         self._obs_version = 0
         self._arm_cols = np.asarray(self.index.arm_dof)
-        self._needs_reset = True
+        if list(self.index.arm_qpos) != list(range(7)):  # _physics_substep reads the arm as qpos[:7]
+            raise RuntimeError(f"scene error: arm joints must come first in qpos, got {self.index.arm_qpos}")
+        # Like an IsaacLab env after construction, every sub-env holds a valid episode from the start (drawn from
+        # ``seed``); calling reset() first is still the intended use.
+        self.reset()
 
     # --- public API -------------------------------------------------------------------------------------------
 
@@ -124,6 +129,7 @@ class EmbeddedFrankaEnv:
             unbatched: "joint_pos" (9,) absolute arm + finger positions, "cube_positions" (9,), "cube_orientations"
             (12,) xyzw, "target_pos" (3,) (reach).
         """
+        self._check_open()
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         if env_ids is None:
@@ -135,7 +141,6 @@ class EmbeddedFrankaEnv:
             starts = tasks.sample_initial_states(self._rng, len(ids), self.task.has_reach_target)
         overrides = self._parse_options(options, len(ids))
         self._reset_envs(ids, starts, overrides)
-        self._needs_reset = False
         state = self._gather_state()
         self._potential[ids] = self.task.potential(state)[ids]
         zeros = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
@@ -156,8 +161,7 @@ class EmbeddedFrankaEnv:
           "log" (floats: termination counts and means over the episodes that ended this step).
         """
         action = validate_action(action, self.num_envs, self.action_dim, self.device)
-        if self._needs_reset:
-            raise RuntimeError("call env.reset() before the first env.step()")
+        self._check_open()
         act = action.detach().to("cpu", torch.float64).numpy()
         self._last_action = act.astype(np.float32)
         self._set_action_targets(act)
@@ -195,8 +199,13 @@ class EmbeddedFrankaEnv:
         return obs, to(reward.astype(np.float32)), to(terminated), to(truncated), extras
 
     def close(self) -> None:
+        """Release the renderers' GL contexts and the simulation data; the env cannot be used afterwards."""
         self._finalizer()
         self._datas = []
+
+    def _check_open(self) -> None:
+        if not self._datas:
+            raise RuntimeError("the env is closed")
 
     # --- simulation -------------------------------------------------------------------------------------------
 
@@ -251,7 +260,7 @@ class EmbeddedFrankaEnv:
                 data.qpos[adr:adr + 3] = cube_pos[k, c]
                 data.qpos[adr + 3:adr + 7] = cube_quat[k, c]
             data.ctrl[:7] = joint_pos[k, :7]
-            data.ctrl[7:9] = joint_pos[k, 7]
+            data.ctrl[7:9] = joint_pos[k, 7:9]
             if idx.target_mocap >= 0:
                 data.mocap_pos[idx.target_mocap] = target[k]
             mujoco.mj_forward(self.model, data)
@@ -315,8 +324,7 @@ class EmbeddedFrankaEnv:
         if version != self._obs_version:
             raise RuntimeError(f"{camera!r} was read from an observation the env has already stepped past; read "
                                f"camera terms before the next step()/reset()")
-        if not self._datas:
-            raise RuntimeError("the env is closed")
+        self._check_open()
         return torch.from_numpy(self._renderer.render(camera, self._datas)).to(self.device)
 
     # --- helpers -----------------------------------------------------------------------------------------------

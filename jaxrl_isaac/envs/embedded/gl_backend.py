@@ -9,8 +9,9 @@ import os
 import sys
 import warnings
 
-# mujoco reads MUJOCO_GL once, when this module of it is imported (``import mujoco`` does that).
-_MUJOCO_GL_MODULE = "mujoco.rendering.classic.gl_context"
+# mujoco reads MUJOCO_GL once, when its GL-context module is imported (``import mujoco`` does that); the module
+# moved in mujoco 4.
+_MUJOCO_GL_MODULES = ("mujoco.rendering.classic.gl_context", "mujoco.gl_context")
 # Set by configure_gl_backend: mujoco had picked its backend before MUJOCO_GL was set (rendering then likely fails).
 GL_CHOSEN_BEFORE_CONFIG = False
 
@@ -29,7 +30,7 @@ def _cuda_gpu_visible() -> bool:
 
 def mujoco_gl_already_read() -> bool:
     """True when mujoco has already chosen its GL backend (later changes to MUJOCO_GL have no effect)."""
-    return _MUJOCO_GL_MODULE in sys.modules
+    return any(name in sys.modules for name in _MUJOCO_GL_MODULES)
 
 
 def configure_gl_backend() -> str:

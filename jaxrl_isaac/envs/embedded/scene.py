@@ -34,6 +34,10 @@ ARM_JOINT_LIMITS = np.array([
 FINGER_OPEN = 0.04  # m per finger (BinaryJointPositionActionCfg open command)
 FINGER_CLOSED = 0.0
 FINGER_MAX_SPEED = 0.2  # m/s, FRANKA_PANDA_CFG's panda_hand velocity limit
+# Joint PD of IsaacLab's FRANKA_PANDA_HIGH_PD_CFG (gravity off, stiff arm for IK tracking) and its effort limits.
+ARM_KP, ARM_KV = 400.0, 80.0
+ARM_EFFORT_LIMITS = (87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0)  # N m, panda_shoulder then panda_forearm
+FINGER_KP, FINGER_KV, FINGER_EFFORT = 2000.0, 100.0, 200.0  # panda_hand
 # IsaacLab's stack-task default pose (set_default_joint_pose): 7 arm joints then the two fingers.
 DEFAULT_JOINT_POS = np.array([0.0444, -0.1894, -0.1107, -2.5148, 0.0044, 2.3775, 0.6952, 0.04, 0.04])
 TCP_OFFSET = 0.1034  # m along panda_hand z: IsaacLab's ee_frame "end_effector" target (eef_pos / eef_quat)
@@ -145,17 +149,28 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
            f'friction="1.5 0.02 0.0001" condim="4" solimp="{_HARD_SOLIMP}" rgba="0.2 0.2 0.2 1" {_PAD}/>')
     finger_shell = (f'<geom type="box" pos="0 0.013 0.026" size="0.01 0.006 0.028" rgba="0.92 0.92 0.93 1" '
                     f'{_ARM}/>')
+    finger_joint = (f'type="slide" axis="0 1 0" range="{FINGER_CLOSED} {FINGER_OPEN}" '
+                    f'armature="{_FINGER_ARMATURE}"')
+    actuators = "\n    ".join(
+        [f'<position name="act_joint{i + 1}" joint="{joint}" kp="{ARM_KP}" kv="{ARM_KV}" '
+         f'forcerange="{-effort} {effort}" ctrlrange="{low} {high}"/>'
+         for i, (joint, effort, (low, high)) in enumerate(zip(ARM_JOINT_NAMES, ARM_EFFORT_LIMITS, ARM_JOINT_LIMITS))]
+        + [f'<position name="act_finger{i + 1}" joint="{joint}" kp="{FINGER_KP}" kv="{FINGER_KV}" '
+           f'forcerange="{-FINGER_EFFORT} {FINGER_EFFORT}" ctrlrange="{FINGER_CLOSED} {FINGER_OPEN}"/>'
+           for i, joint in enumerate(FINGER_JOINT_NAMES)])
     return f'''<mujoco model="embedded_franka_cube_scene">
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{SIM_DT}" integrator="implicitfast" cone="elliptic" impratio="2"/>
-  <size memory="8M"/>
+  <!-- per-MjData arena; a stacking episode peaks below 100 kB (22 contacts), so 1 MB leaves ample headroom -->
+  <size memory="1M"/>
   <visual>
     <global offwidth="{offwidth}" offheight="{offheight}"/>
     <quality shadowsize="0" offsamples="0"/>
-    <headlight ambient="0.45 0.45 0.45" diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>
+    <headlight ambient="0.3 0.3 0.3" diffuse="0.4 0.4 0.4" specular="0.1 0.1 0.1"/>
   </visual>
   <asset>
-    <texture name="sky" type="skybox" builtin="gradient" rgb1="0.75 0.8 0.85" rgb2="0.35 0.4 0.45" width="64" height="64"/>
+    <texture name="sky" type="skybox" builtin="gradient" rgb1="0.75 0.8 0.85" rgb2="0.35 0.4 0.45"
+             width="64" height="64"/>
     <!-- untextured floor: a textured plane costs ~1 ms per software-rendered frame -->
     <material name="floor_mat" rgba="0.3 0.3 0.32 1"/>
     <material name="table_mat" rgba="0.62 0.5 0.38 1" specular="0.1"/>
@@ -163,14 +178,14 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
   <default>
     <default class="panda">
       <joint armature="{_ARM_ARMATURE}" damping="0"/>
-      <position kp="400" kv="80" forcerange="-87 87" ctrllimited="true"/>
     </default>
   </default>
   <worldbody>
     <light name="key" pos="0.3 0 1.6" dir="0.1 0 -1" directional="true" castshadow="false" diffuse="0.5 0.5 0.5"/>
     <geom name="floor" type="plane" pos="0 0 {FLOOR_Z}" size="3 3 0.05" material="floor_mat" {_STATIC}/>
     <geom name="table" type="box" pos="{table_center[0]:.4f} {table_center[1]:.4f} {table_center[2]:.4f}"
-          size="{table_half[0]:.4f} {table_half[1]:.4f} {table_half[2]:.4f}" material="table_mat" friction="0.8 0.005 0.0001" {_STATIC}/>
+          size="{table_half[0]:.4f} {table_half[1]:.4f} {table_half[2]:.4f}" material="table_mat"
+          friction="0.8 0.005 0.0001" {_STATIC}/>
     {legs}
     <camera name="table_cam" pos="1.0 0 0.4" xyaxes="{_ros_quat_to_xyaxes((0.35355, -0.61237, -0.61237, 0.35355))}"
             fovy="{_fovy_deg(th, tw):.4f}"/>
@@ -207,8 +222,10 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
                     {geoms["link7"]}
                     <body name="panda_hand" pos="0 0 0.107" quat="0.9238795 0 0 -0.3826834" gravcomp="1">
                       <inertial pos="-0.01 0 0.03" mass="0.73" diaginertia="0.001 0.0025 0.0017"/>
-                      <geom name="hand" type="box" pos="0 0 0.03" size="0.022 0.095 0.028" rgba="0.92 0.92 0.93 1" {_ARM}/>
-                      <geom type="cylinder" fromto="0 0 -0.01 0 0 0.005" size="0.04" rgba="0.25 0.25 0.25 1" {_VISUAL}/>
+                      <geom name="hand" type="box" pos="0 0 0.03" size="0.022 0.095 0.028"
+                            rgba="0.92 0.92 0.93 1" {_ARM}/>
+                      <geom type="cylinder" fromto="0 0 -0.01 0 0 0.005" size="0.04" rgba="0.25 0.25 0.25 1"
+                            {_VISUAL}/>
                       <site name="tcp" pos="0 0 {TCP_OFFSET}" size="0.005" rgba="1 1 0 0" group="4"/>
                       <site name="ik_frame" pos="0 0 {IK_OFFSET}" size="0.005" rgba="0 1 1 0" group="4"/>
                       <camera name="wrist_cam" pos="0.13 0 -0.15"
@@ -216,13 +233,13 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
                               fovy="{_fovy_deg(wh, ww):.4f}"/>
                       <body name="panda_leftfinger" pos="0 0 0.0584" gravcomp="1">
                         <inertial pos="0 0.01 0.03" mass="0.015" diaginertia="2.4e-6 2.4e-6 7.5e-7"/>
-                        <joint name="panda_finger_joint1" type="slide" axis="0 1 0" range="0 {FINGER_OPEN}" armature="{_FINGER_ARMATURE}"/>
+                        <joint name="panda_finger_joint1" {finger_joint}/>
                         {finger_shell}
                         {pad.format(side="left")}
                       </body>
                       <body name="panda_rightfinger" pos="0 0 0.0584" quat="0 0 0 1" gravcomp="1">
                         <inertial pos="0 0.01 0.03" mass="0.015" diaginertia="2.4e-6 2.4e-6 7.5e-7"/>
-                        <joint name="panda_finger_joint2" type="slide" axis="0 1 0" range="0 {FINGER_OPEN}" armature="{_FINGER_ARMATURE}"/>
+                        <joint name="panda_finger_joint2" {finger_joint}/>
                         {finger_shell}
                         {pad.format(side="right")}
                       </body>
@@ -239,15 +256,7 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
     {marker}
   </worldbody>
   <actuator>
-    <position class="panda" name="act_joint1" joint="panda_joint1" ctrlrange="{ARM_JOINT_LIMITS[0, 0]} {ARM_JOINT_LIMITS[0, 1]}"/>
-    <position class="panda" name="act_joint2" joint="panda_joint2" ctrlrange="{ARM_JOINT_LIMITS[1, 0]} {ARM_JOINT_LIMITS[1, 1]}"/>
-    <position class="panda" name="act_joint3" joint="panda_joint3" ctrlrange="{ARM_JOINT_LIMITS[2, 0]} {ARM_JOINT_LIMITS[2, 1]}"/>
-    <position class="panda" name="act_joint4" joint="panda_joint4" ctrlrange="{ARM_JOINT_LIMITS[3, 0]} {ARM_JOINT_LIMITS[3, 1]}"/>
-    <position class="panda" name="act_joint5" joint="panda_joint5" ctrlrange="{ARM_JOINT_LIMITS[4, 0]} {ARM_JOINT_LIMITS[4, 1]}" forcerange="-12 12"/>
-    <position class="panda" name="act_joint6" joint="panda_joint6" ctrlrange="{ARM_JOINT_LIMITS[5, 0]} {ARM_JOINT_LIMITS[5, 1]}" forcerange="-12 12"/>
-    <position class="panda" name="act_joint7" joint="panda_joint7" ctrlrange="{ARM_JOINT_LIMITS[6, 0]} {ARM_JOINT_LIMITS[6, 1]}" forcerange="-12 12"/>
-    <position class="panda" name="act_finger1" joint="panda_finger_joint1" kp="2000" kv="100" forcerange="-200 200" ctrlrange="0 {FINGER_OPEN}"/>
-    <position class="panda" name="act_finger2" joint="panda_finger_joint2" kp="2000" kv="100" forcerange="-200 200" ctrlrange="0 {FINGER_OPEN}"/>
+    {actuators}
   </actuator>
 </mujoco>
 '''
