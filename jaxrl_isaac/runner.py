@@ -26,6 +26,10 @@ from jaxrl_isaac.rollout import RolloutCollector, RolloutSettings
 log = logging.getLogger("jaxrl_isaac")
 
 
+class UnsupportedModel(ValueError):
+    """actor.model.model_type names a policy this version cannot build."""
+
+
 def build_policy(cfg) -> Any:
     model = cfg.actor.model
     if model.model_type == "baseline":
@@ -36,9 +40,9 @@ def build_policy(cfg) -> Any:
             image_keys=tuple(b.image_keys), image_size=b.image_size, state_keys=tuple(b.state_keys),
             cnn_channels=tuple(b.cnn_channels), mlp_hidden=tuple(b.mlp_hidden), init_log_std=b.init_log_std,
             logprob_type=cfg.algorithm.logprob_type))
-    raise NotImplementedError(
-        f"actor.model.model_type={model.model_type!r}: the Flax GR00T N1.5 policy is not available in this "
-        f"version; use actor.model.model_type=baseline")
+    raise UnsupportedModel(
+        f"actor.model.model_type={model.model_type!r}: the GR00T N1.5 RL policy (Flow-SDE log-probs, value head) is "
+        f"not wired into the runner yet; use actor.model.model_type=baseline")
 
 
 def _advantage_settings(cfg) -> AdvantageSettings:

@@ -44,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("jaxrl_isaac")
     log.info("config %s -> log dir %s (%d global steps, %s on %s)", source, cfg.runner.logger.log_path,
              total_steps(cfg), cfg.env.train.init_params.id, cfg.env.train.env_type)
-    runner = EmbodiedRunner(cfg, cfg.to_dict())
-    history = runner.run(progress=sys.stderr.isatty())
+    try:
+        runner = EmbodiedRunner(cfg, cfg.to_dict())
+        history = runner.run(progress=sys.stderr.isatty())
+    except _user_errors() as e:  # bad input the user can fix: one line, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if history:
         first, last = history[0], history[-1]
         keys = ("env/success_once", "env/return", "env/episode_len", "actor/loss", "throughput/env_steps_per_s")
@@ -55,6 +59,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(k.ljust(30), f"{first[k]:12.4f}", f"{last[k]:12.4f}")
     print(f"logs, tensorboard and checkpoints in {cfg.runner.logger.log_path}")
     return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the run's inputs (checkpoint, env, logger backend, model choice), reported in one line."""
+    from jaxrl_isaac.bridge import BridgeError
+    from jaxrl_isaac.checkpoints import CheckpointError
+    from jaxrl_isaac.envs.contract import EnvInputError
+    from jaxrl_isaac.envs.isaaclab.launcher import IsaacLabNotInstalled
+    from jaxrl_isaac.metric_logger import LoggerBackendError
+    from jaxrl_isaac.runner import UnsupportedModel
+    return (CheckpointError, EnvInputError, IsaacLabNotInstalled, LoggerBackendError, BridgeError, UnsupportedModel)
 
 
 if __name__ == "__main__":

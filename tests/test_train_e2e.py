@@ -78,7 +78,18 @@ def test_bad_config_is_one_line_and_starts_nothing(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_resume_from_missing_dir_is_one_line(tmp_path):
-    from jaxrl_isaac.checkpoints import CheckpointError
-    with pytest.raises(CheckpointError, match="does not exist"):
-        _run(tmp_path, "r", "runner.max_epochs=1", f"runner.resume_dir={tmp_path / 'nope'}")
+@pytest.mark.parametrize("override, message", [
+    ("runner.resume_dir={tmp}/nope", "does not exist"),
+    ("runner.ckpt_path={tmp}/nope", "does not exist"),
+    ("actor.model.model_type=gr00t actor.model.model_path={tmp}", "model_type='gr00t'"),
+    ("env.train.env_type=isaaclab env.train.init_params.id=Isaac-Stack-Cube-Franka-IK-Rel-Visuomotor-v0 "
+     "env.train.init_params.reward_type=sparse", "needs IsaacLab"),
+    ("env.train.env_type=isaaclab", "unknown IsaacLab task id 'Embedded-Reach-Franka-IK-Rel-v0'"),
+    ("env.train.init_params.id=Embedded-Nope-v0", "known ids: Embedded-Reach-Franka-IK-Rel-v0"),
+])
+def test_bad_run_inputs_are_one_line(tmp_path, capsys, override, message):
+    rc = train.main(["--config-name", "embedded_reach_ppo_baseline", *TINY, "runner.max_epochs=1",
+                     f"runner.logger.log_path={tmp_path / 'r'}", *override.format(tmp=tmp_path).split()])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

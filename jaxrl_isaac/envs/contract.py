@@ -35,6 +35,13 @@ class EnvInputError(ValueError):
     """A bad action (or other input) was given to an env; raised before the simulator is touched."""
 
 
+class UnknownTaskId(EnvInputError, KeyError):
+    """A task id no backend registers. A KeyError too (registries are mappings), but printed without quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 @runtime_checkable
 class VecEnv(Protocol):
     """The subset of IsaacLab's ``ManagerBasedRLEnv`` API that the runner relies on."""

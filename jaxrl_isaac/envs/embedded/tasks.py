@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from jaxrl_isaac.envs.contract import UnknownTaskId
 from jaxrl_isaac.envs.embedded import scene
 
 REACH_TOLERANCE = 0.02  # m, TCP-to-target distance that counts as reached
@@ -228,7 +229,7 @@ TASK_IDS: tuple[str, ...] = tuple(TASKS)
 
 def get_task(task_id: str) -> TaskSpec:
     if task_id not in TASKS:
-        raise ValueError(f"unknown embedded task id {task_id!r}; known ids: {', '.join(TASK_IDS)}")
+        raise UnknownTaskId(f"unknown embedded task id {task_id!r}; known ids: {', '.join(TASK_IDS)}")
     return TASKS[task_id]
 
 

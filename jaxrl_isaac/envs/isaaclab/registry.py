@@ -23,7 +23,7 @@ import dataclasses
 import re
 from typing import Any, Callable
 
-from jaxrl_isaac.envs.contract import CAMERA_KEYS, POLICY_GROUP, PROPRIO_KEYS
+from jaxrl_isaac.envs.contract import CAMERA_KEYS, POLICY_GROUP, PROPRIO_KEYS, UnknownTaskId
 from jaxrl_isaac.envs.obs_mapping import StateFn, eef_axis_angle_gripper_state
 
 ApiVersion = str  # "3.0" or "2.x"
@@ -119,7 +119,7 @@ def get_isaaclab_task(task_id: str) -> IsaacLabTaskSpec:
     try:
         return _TASKS[task_id]
     except KeyError:
-        raise KeyError(f"unknown IsaacLab task id {task_id!r}; registered: {', '.join(registered_isaaclab_tasks())} "
+        raise UnknownTaskId(f"unknown IsaacLab task id {task_id!r}; registered: {', '.join(registered_isaaclab_tasks())} "
                        f"(add yours with jaxrl_isaac.envs.isaaclab.register_isaaclab_task)") from None
 
 
