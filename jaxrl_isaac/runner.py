@@ -90,6 +90,8 @@ class EmbodiedRunner:
             rollout_epoch=split.rollout_epoch, auto_reset=split.auto_reset,
             ignore_terminations=split.ignore_terminations, seed=split.seed)
         self.collector = RolloutCollector(self.env, self.policy, self.rollout_settings)
+        if split.video_cfg.save_video:
+            log.warning("env.train.video_cfg.save_video=True is not implemented yet; no video is written")
         self.mesh = sharding.make_mesh(actor_device_ids)
         num_samples = self.rollout_settings.chunk_steps * split.rollout_epoch * self.env.num_envs
         self.schedule = learner.Schedule(num_samples=num_samples, global_batch_size=cfg.actor.global_batch_size,

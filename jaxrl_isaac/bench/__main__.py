@@ -1,4 +1,4 @@
-"""``python -m jaxrl_isaac.bench SUITE [args]``: SUITE is ``env`` (simulator throughput) or ``bridge``
+"""``python -m jaxrl_isaac.bench SUITE [args]``: SUITE is ``env`` (simulator throughput), ``gr00t`` (GR00T N1.5 get_action latency, Flax vs PyTorch) or ``bridge``
 (torch<->JAX DLPack cost). Each suite prints a Markdown table; results and commands live in BENCHMARKS.md."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = {"env": "jaxrl_isaac.bench.env", "bridge": "jaxrl_isaac.bench.bridge"}
+SUITES = {"env": "jaxrl_isaac.bench.env", "bridge": "jaxrl_isaac.bench.bridge", "gr00t": "jaxrl_isaac.bench.gr00t"}
 
 
 def main(argv: list[str] | None = None) -> int:
