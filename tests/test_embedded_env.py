@@ -323,3 +323,22 @@ def test_bench_prints_a_markdown_table(capsys):
     bench_env.main(["--num-envs", "2", "--steps", "3", "--camera-steps", "2", "--cam-size", "32", "--chunk", "2"])
     out = capsys.readouterr().out
     assert "| num_envs | no cameras |" in out and "\n| 2 | " in out
+
+
+def test_importing_triton_after_osmesa_rendering_does_not_crash():
+    """OSMesa and triton each bring an LLVM; triton imported after an OSMesa context used to segfault the process
+    (transformers imports it through torch._dynamo). The package preloads triton; check it in a fresh process."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    code = ("from jaxrl_isaac.envs import embedded\n"
+            "env = embedded.make('Embedded-Reach-Franka-IK-Rel-v0', num_envs=1, table_cam=(16, 16), wrist_cam=(16, 16))\n"
+            "obs, _ = env.reset(seed=0)\n"
+            "assert obs['policy']['table_cam'].shape == (1, 16, 16, 3)\n"
+            "import triton\n")
+    env = {**os.environ, "MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

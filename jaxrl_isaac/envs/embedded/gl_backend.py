@@ -47,4 +47,21 @@ def configure_gl_backend() -> str:
                           "MUJOCO_GL=egl (NVIDIA GPU) before importing mujoco", stacklevel=3)
         os.environ["MUJOCO_GL"] = "egl" if _cuda_gpu_visible() else "osmesa"
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    if os.environ["MUJOCO_GL"] == "osmesa":
+        preload_triton()
     return os.environ["MUJOCO_GL"]
+
+
+def preload_triton() -> None:
+    """Import triton (if installed) before OSMesa creates its first context.
+
+    Debian's OSMesa links its own LLVM; once an OSMesa context exists, importing triton (which torch._dynamo and
+    hence transformers import) loads triton's LLVM into the same process and segfaults. Loading triton first is
+    safe in both orders, so the embedded simulator does it whenever it renders with OSMesa.
+    """
+    import importlib.util
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        try:
+            import triton  # noqa: F401
+        except Exception:  # a broken triton install is torch's problem, not a rendering one
+            pass
