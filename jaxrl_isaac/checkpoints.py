@@ -46,8 +46,12 @@ class Checkpointer:
         self._mngr.close()
 
 
-def resolve_step_dir(path: str | os.PathLike) -> tuple[Path, int]:
-    """Accepts ``.../checkpoints/global_step_N`` or ``.../checkpoints`` (latest step); returns (root, step)."""
+def resolve_step_dir(path: str | os.PathLike, items: tuple[str, ...] = ("params", "train_state", "assets")
+                     ) -> tuple[Path, int]:
+    """Accepts ``.../checkpoints/global_step_N`` or ``.../checkpoints`` (latest step); returns (root, step).
+
+    ``items`` are the items the caller will restore; each must be present (a converted GR00T checkpoint has
+    ``params`` and ``assets`` but no ``train_state``)."""
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"checkpoint path {p} does not exist")
@@ -63,7 +67,7 @@ def resolve_step_dir(path: str | os.PathLike) -> tuple[Path, int]:
         if not steps:
             raise CheckpointError(f"{p} holds no complete '{STEP_PREFIX}_<N>' checkpoint")
         step = max(steps)
-    for item in ("params", "train_state", "assets"):
+    for item in items:
         if not (root / f"{STEP_PREFIX}_{step}" / item).exists():
             raise CheckpointError(f"checkpoint {root / f'{STEP_PREFIX}_{step}'} is incomplete: no '{item}' item")
     return root, step
@@ -95,7 +99,7 @@ def _check_shapes(expected: Any, got: Any, where: str) -> None:
 
 
 def restore_params(path: str | os.PathLike, target_params: Any) -> Any:
-    root, step = resolve_step_dir(path)
+    root, step = resolve_step_dir(path, items=("params",))
     return _restore_item(root, step, "params", target_params)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.machinery
 import importlib.util
 import io
 import json
@@ -55,6 +56,9 @@ def lerobot_groot() -> types.SimpleNamespace:
         if name not in sys.modules:  # plain namespace modules: their __init__.py never runs
             module = types.ModuleType(name)
             module.__path__ = [str(root / sub)]
+            # A real spec, so importlib.util.find_spec("lerobot") keeps working for other tests in the process.
+            module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+            module.__spec__.submodule_search_locations = [str(root / sub)]
             sys.modules[name] = module
     from lerobot.policies.groot import groot_n1
     from lerobot.policies.groot.eagle2_hg_model import configuration_eagle2_5_vl, modeling_eagle2_5_vl

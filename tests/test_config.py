@@ -68,7 +68,7 @@ def test_default_config_is_small_and_state_only():
     cfg = load_config(DEFAULT)
     assert cfg.actor.model.model_type == "baseline" and cfg.actor.model.baseline.image_keys == ()
     assert cfg.env.train.init_params.id == "Embedded-Reach-Franka-IK-Rel-v0"
-    assert cfg.env.train.total_num_envs == 16 and cfg.env.train.rollout_epoch == 1
+    assert cfg.env.train.total_num_envs == 32 and cfg.env.train.rollout_epoch == 1
     assert cfg.actor.model.num_action_chunks in (4, 5) and cfg.algorithm.update_epoch == 4
     assert 60 <= cfg.env.train.max_episode_steps <= 100
     assert cfg.actor.optim.lr == 3e-4 and cfg.runner.logger.logger_backends == ("tensorboard",)
@@ -161,7 +161,7 @@ def test_config_dir_from_environment(tmp_path, monkeypatch):
     write(tmp_path, "embedded_base.yaml", (config_dir() / "embedded_base.yaml").read_text())
     monkeypatch.setenv("JAXRL_ISAAC_CONFIG_DIR", str(tmp_path))
     assert available_config_names() == ["mine"]
-    assert load_config("mine").runner.max_epochs == 60
+    assert load_config("mine").runner.max_epochs == 150
 
 
 # ----------------------------------------------------------------------------------------------- one-line errors
@@ -256,7 +256,7 @@ FOUR_ENV_RANKS = 'cluster.component_placement={env: 0-3, rollout: 0, actor: 0}'
     ((FOUR_ENV_RANKS, "env.train.total_num_envs=12", "rollout.pipeline_stage_num=2"),
      "command line: env.train.total_num_envs=12 must be divisible by env ranks=4 × rollout.pipeline_stage_num=2"),
     (("env.train.group_size=3",),
-     "command line: env.train.group_size=3 must divide the 16 envs per simulator instance"),
+     "command line: env.train.group_size=3 must divide the 32 envs per simulator instance"),
     (("env.train.max_steps_per_rollout_epoch=81",),
      "command line: env.train.max_steps_per_rollout_epoch=81 must be divisible by actor.model.num_action_chunks=4"),
     (("actor.model.add_value_head=false",),
@@ -268,9 +268,9 @@ FOUR_ENV_RANKS = 'cluster.component_placement={env: 0-3, rollout: 0, actor: 0}'
     (("actor.global_batch_size=75",),
      "command line: actor.global_batch_size=75 must be divisible by actor.micro_batch_size=10 × actor ranks=1"),
     (("actor.global_batch_size=60", "actor.micro_batch_size=20"),
-     "command line: actor.global_batch_size=60: each of the 1 actor rank(s) gets 320 samples"),
+     "command line: actor.global_batch_size=60: each of the 1 actor rank(s) gets 640 samples"),
     (('cluster.component_placement={"env,rollout": all, actor: 0-2}', "actor.global_batch_size=30"),
-     f"{REACH_FILE}: env.train.total_num_envs=16 must be divisible by actor ranks=3"),
+     f"{REACH_FILE}: env.train.total_num_envs=32 must be divisible by actor ranks=3"),
     (("runner.val_check_interval=5", "env.eval.total_num_envs=3", FOUR_ENV_RANKS),
      "command line: env.eval.total_num_envs=3 must be divisible by env ranks=4"),
 ])

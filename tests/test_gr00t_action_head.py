@@ -67,6 +67,9 @@ def test_full_size_layout_matches_reference():
     expected = expected_torch_shapes(action_head_key_rules(cfg, "", ()), flat_shapes(shapes))
     torch_shapes = {k: tuple(v.shape) for k, v in build_reference_head(cfg, device="meta").state_dict().items()}
     assert torch_shapes == expected
+    # RLinf's critic (1024, 512, 256) on 2048 + 1536 inputs: 4,327,425 parameters
+    rl = FlowmatchingActionHead(cfg.replace(value_head_hidden_dims=(1024, 512, 256))).param_shapes()
+    assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(rl["value_head"])) == 4_327_425
 
 
 @pytest.mark.parametrize("seed,embodiment_ids", [(0, [31, 24]), (1, [0, 17]), (2, [26, 26])])

@@ -15,8 +15,6 @@ import json
 import shutil
 from pathlib import Path
 
-import jax
-import ml_dtypes
 import numpy as np
 import pytest
 import torch
