@@ -35,10 +35,12 @@ stamp=".venv/.jaxrl_isaac-installed"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing jaxrl_isaac and its dependencies into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test,parity]"
+  # (grep drops pip's notes about index locations this machine's pip.conf names but that do not exist)
+  quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+  quiet .venv/bin/python -m pip install -q --upgrade pip
+  quiet .venv/bin/python -m pip install -q -e ".[test,parity]"
   # The PyTorch GR00T reference for the parity tests; --no-deps because its metadata pins an older torch.
-  .venv/bin/python -m pip install -q --no-deps lerobot==0.4.4
+  quiet .venv/bin/python -m pip install -q --no-deps lerobot==0.4.4
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready: .venv/bin/python $(.venv/bin/python -c 'import jax, mujoco, torch; print(f"jax {jax.__version__}, mujoco {mujoco.__version__}, torch {torch.__version__}")')"
