@@ -86,10 +86,12 @@ class GR00TN15:
 
         return jax.tree.map(sharding, self.param_shapes())
 
-    def make_sharded_params(self, mesh: Mesh, rng: Array, fsdp_axis: str = FSDP_AXIS) -> dict:
+    def make_sharded_params(self, mesh: Mesh, rng: Array, fsdp_axis: str = FSDP_AXIS,
+                            min_fsdp_elements: int = MIN_FSDP_ELEMENTS) -> dict:
         """Random params created directly in their shardings (``param_shardings``) by one jitted init, so the
         full-size model is never materialised on a single device first."""
-        return jax.jit(self.init, out_shardings=self.param_shardings(mesh, fsdp_axis))(rng)
+        shardings = self.param_shardings(mesh, fsdp_axis, min_fsdp_elements)
+        return jax.jit(self.init, out_shardings=shardings)(rng)
 
     # ------------------------------------------------------------------------------------------------ forward
 
@@ -121,6 +123,8 @@ class GR00TN15:
         missing = [k for k in INPUT_KEYS if k not in inputs]
         if missing:
             raise ValueError(f"GR00TN15 inputs lack {missing} (need {list(INPUT_KEYS)})")
+        batch = jnp.shape(inputs["eagle_input_ids"])[0]
+        _head_inputs(self.config, batch, inputs["state"], inputs["embodiment_id"])  # fail before the backbone runs
         features = self.backbone_features(params, inputs)
         return self.action_head_get_action(params, features, inputs["state"], inputs["embodiment_id"], rng=rng,
                                            noise=noise, denoising_steps=denoising_steps)
@@ -161,7 +165,8 @@ def param_shapes(cfg: GR00TConfig) -> dict:
     return GR00TN15(cfg).param_shapes()
 
 
-def make_sharded_params(cfg: GR00TConfig, mesh: Mesh, rng: Array, fsdp_axis: str = FSDP_AXIS) -> dict:
-    """``GR00TN15(cfg).make_sharded_params(mesh, rng)``: replicated on a mesh without an ``fsdp`` axis (or of
-    size 1), FSDP-style split of the large leaves otherwise."""
-    return GR00TN15(cfg).make_sharded_params(mesh, rng, fsdp_axis)
+def make_sharded_params(cfg: GR00TConfig, mesh: Mesh, rng: Array, fsdp_axis: str = FSDP_AXIS,
+                        min_fsdp_elements: int = MIN_FSDP_ELEMENTS) -> dict:
+    """``GR00TN15(cfg).make_sharded_params(...)``: replicated on a mesh without an ``fsdp`` axis (or of size 1),
+    FSDP-style split of the leaves of >= ``min_fsdp_elements`` elements otherwise."""
+    return GR00TN15(cfg).make_sharded_params(mesh, rng, fsdp_axis, min_fsdp_elements)
