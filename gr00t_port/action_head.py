@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gr00t_port.backbone_config import NO_REMAT
+from gr00t_port.backbone_config import NO_REMAT, current_scan_unroll
 from gr00t_port.config import ActionHeadConfig
 from gr00t_port.keymap import KeyRule
 
@@ -349,7 +349,8 @@ class DiT(nn.Module):
         self.cross_kv = CrossAttentionKV(d.num_pairs, d.inner_dim, **kw)
         self.pairs = nn.scan(_remat(DiTBlockPair, c.remat_policy), variable_axes={"params": 0},
                              split_rngs={"params": True, "dropout": True}, in_axes=(0, nn.broadcast),
-                             length=d.num_pairs)(block, self.deterministic)
+                             length=d.num_pairs, unroll=min(current_scan_unroll(), d.num_pairs))(
+                                 block, self.deterministic)
         self.norm_out = _layer_norm(d.output_norm_eps, False, **kw)
         self.proj_out_1 = nn.Dense(2 * d.inner_dim, **kw)
         self.proj_out_2 = nn.Dense(d.output_dim, **kw)
@@ -380,7 +381,8 @@ class VLSelfAttention(nn.Module):
         block = dict(num_heads=s.num_heads, head_dim=s.head_dim, ff_mult=s.ff_mult, dropout=s.dropout,
                      norm_eps=s.norm_eps, dtype=c.jnp_dtype, param_dtype=c.jnp_param_dtype)
         layers = nn.scan(_remat(VLSelfAttentionLayer, c.remat_policy), variable_axes={"params": 0},
-                         split_rngs={"params": True, "dropout": True}, length=s.num_layers)
+                         split_rngs={"params": True, "dropout": True}, length=s.num_layers,
+                         unroll=min(current_scan_unroll(), s.num_layers))
         x, _ = layers(block, self.deterministic, name="blocks")(x, None)
         return x
 

@@ -9,6 +9,9 @@ Every field is an architecture fact or a numerics choice; anything the port does
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import dataclasses
 from typing import Any, Mapping
 
@@ -257,10 +260,35 @@ def _parse_eagle_config(eagle: Mapping[str, Any]) -> tuple[SiglipConfig, Qwen3Co
     return vision, text, image_token_index
 
 
+_SCAN_UNROLL: contextvars.ContextVar[int] = contextvars.ContextVar("gr00t_scan_unroll", default=1)
+
+
+@contextlib.contextmanager
+def scan_unroll(steps: int):
+    """Unroll every scanned layer stack by ``steps`` while modules are traced inside this context.
+
+    An inference-only knob: the parameters keep their stacked layout (so checkpoints are unaffected), only the
+    compiled loop changes. Unrolled, a whole forward pass is straight-line code that XLA can capture as one GPU
+    command buffer instead of launching each layer from a while loop; compile time grows with ``steps``.
+    """
+    if steps < 1:
+        raise ValueError(f"scan_unroll needs steps >= 1, got {steps}")
+    token = _SCAN_UNROLL.set(steps)
+    try:
+        yield
+    finally:
+        _SCAN_UNROLL.reset(token)
+
+
+def current_scan_unroll() -> int:
+    return _SCAN_UNROLL.get()
+
+
 def scanned(block: type, *, length: int, remat_policy: str, in_axes: tuple = ()) -> type:
     """``block`` stacked ``length`` times with ``nn.scan`` (params get a leading layer axis), each step wrapped in
     ``nn.remat`` under ``remat_policy`` unless it is "none". Tracing one layer instead of ``length`` keeps compile
     time flat in depth; ``block.__call__(carry, *broadcast_args)`` must return ``(carry, None)``."""
     if remat_policy != NO_REMAT:
         block = nn.remat(block, policy=getattr(jax.checkpoint_policies, remat_policy), prevent_cse=False)
-    return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes, length=length)
+    return nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=in_axes, length=length,
+                   unroll=min(current_scan_unroll(), length))

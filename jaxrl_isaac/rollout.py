@@ -12,13 +12,18 @@ Semantics (RLinf's, see docs/rlinf_embodied_spec.md §2.2-2.4 and §4.6), with t
   episodes and reports episode_len = window length.
 * Every global step starts from a reset seeded by (env seed, global step, epoch), so a resumed run sees the
   same episodes as an uninterrupted one (RLinf's resets are unseeded).
+
+With a ``VideoRecorder`` (``env.train.video_cfg.save_video``) each rollout epoch becomes one video,
+``global_step_<N>_epoch_<e>.mp4`` with N the 1-based global step the rollout's metrics are logged at; one frame per
+env step (the obs the step returned, i.e. already the next episode's for an env that just ended). Reading the table
+camera every env step makes the embedded simulator render it every step: see ``jaxrl_isaac/video.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +34,9 @@ from jaxrl_isaac import bridge
 from jaxrl_isaac.algorithms.embodied import Trajectory
 from jaxrl_isaac.envs.contract import POLICY_GROUP, VecEnv
 from jaxrl_isaac.models.policy import Policy
+
+if TYPE_CHECKING:
+    from jaxrl_isaac.video import VideoRecorder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,8 +99,10 @@ class _EpisodeStats:
 class RolloutCollector:
     """Runs the env with a policy and returns a time-major ``Trajectory`` of JAX arrays."""
 
-    def __init__(self, env: VecEnv, policy: Policy, settings: RolloutSettings):
+    def __init__(self, env: VecEnv, policy: Policy, settings: RolloutSettings,
+                 recorder: VideoRecorder | None = None):
         self.env, self.policy, self.s = env, policy, settings
+        self.recorder = recorder
         self._sample = jax.jit(policy.sample)
         self._value = jax.jit(policy.value)
         self._obs = None
@@ -101,14 +111,17 @@ class RolloutCollector:
         return bridge.tree_torch_to_jax(self.policy.read_obs(obs[POLICY_GROUP]))
 
     def collect(self, params: Any, rng: jax.Array, global_step: int) -> tuple[Trajectory, dict[str, float]]:
-        s, env = self.s, self.env
+        s, env, rec = self.s, self.env, self.recorder
         n, C = env.num_envs, s.num_action_chunks
         stats = _EpisodeStats(n, env.device, first_only=not s.auto_reset)
         timings = {"time/env_step": 0.0, "time/policy": 0.0}
+        video_time = 0.0
         epochs = []
         for epoch in range(s.rollout_epoch):
             if epoch == 0 or not s.auto_reset:
                 self._obs, _ = env.reset(seed=reset_seed(s.seed, global_step, epoch))
+            if rec is not None:
+                rec.begin(f"global_step_{global_step + 1}_epoch_{epoch}")
             obs_steps, samples, rewards, dones = [], [], [], []
             dones.append(jnp.zeros((n, C), bool))
             for t in range(s.chunk_steps):
@@ -119,8 +132,10 @@ class RolloutCollector:
                 t1 = time.perf_counter()
                 chunk_reward = torch.zeros((n, C), device=env.device)  # owned copies of the reused buffers
                 chunk_done = torch.zeros((n, C), dtype=torch.bool, device=env.device)
+                chunk_video_time = 0.0
                 for c in range(C):
                     self._obs, reward, terminated, truncated, extras = env.step(actions[:, c].contiguous())
+                    raw_terminated = terminated
                     if s.ignore_terminations:
                         terminated = torch.zeros_like(terminated)
                     done = terminated | truncated
@@ -128,9 +143,15 @@ class RolloutCollector:
                     chunk_done[:, c] = done
                     success = extras.get("success", torch.zeros_like(done))
                     stats.update(reward.float(), done, success.bool())
+                    if rec is not None:  # renders the table camera of every sub-env (the embedded env is lazy)
+                        tv = time.perf_counter()
+                        rec.add_frame(self._obs[POLICY_GROUP]["table_cam"], reward, raw_terminated, truncated,
+                                      success, extras)
+                        chunk_video_time += time.perf_counter() - tv
                 t2 = time.perf_counter()
                 timings["time/policy"] += t1 - t0
-                timings["time/env_step"] += t2 - t1
+                timings["time/env_step"] += t2 - t1 - chunk_video_time
+                video_time += chunk_video_time
                 obs_steps.append(obs_j)
                 samples.append(sample)
                 rewards.append(bridge.torch_to_jax(chunk_reward))
@@ -138,6 +159,8 @@ class RolloutCollector:
             t0 = time.perf_counter()
             final_value = self._value(params, self._read(self._obs))
             timings["time/policy"] += time.perf_counter() - t0
+            if rec is not None:
+                rec.end()
             if not s.auto_reset:
                 stats.close_window()
             epochs.append(Trajectory(
@@ -153,4 +176,6 @@ class RolloutCollector:
         traj = jax.tree.map(lambda *x: jnp.concatenate(x, axis=1), *epochs)
         metrics = stats.metrics("env")
         metrics.update(timings)
+        if rec is not None:
+            metrics["time/video"] = video_time
         return traj, metrics

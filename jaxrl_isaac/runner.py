@@ -1,8 +1,13 @@
 """The embodied runner: config -> (env <-> bridge <-> policy) -> advantages -> update -> logger / checkpoints.
 
 One global step (RLinf's ``EmbodiedRunner.run``): sync weights to the rollout copy, generate rollouts,
-compute advantages and returns, train the actor, log, maybe checkpoint. Each phase is a separate function
-over explicit pytrees (no hidden device state), so that placement and pipelining can be layered on later.
+compute advantages and returns, train the actor, maybe evaluate, log, maybe checkpoint. Each phase is a separate
+function over explicit pytrees (no hidden device state), so that placement and pipelining can be layered on later.
+
+Evaluation (``jaxrl_isaac/eval.py``) runs the deterministic policy on its own ``env.eval`` instance every
+``runner.val_check_interval`` global steps and at the last step; its ``eval/*`` metrics and ``time/eval`` join that
+step's row. It touches neither the train env nor the RNG, so training is the same with or without it.
+``runner.only_eval`` builds only the policy and ``env.eval`` and evaluates ``runner.ckpt_path`` once.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from jaxrl_isaac import checkpoints, learner, sharding
 from jaxrl_isaac.algorithms.embodied import AdvantageSettings, compute_advantages_and_returns
 from jaxrl_isaac.metric_logger import MetricLogger
 from jaxrl_isaac.rollout import RolloutCollector, RolloutSettings
+from jaxrl_isaac.video import VideoRecorder, VideoSettings
 
 log = logging.getLogger("jaxrl_isaac")
 
@@ -75,23 +81,32 @@ def total_steps(cfg) -> int:
 
 
 class EmbodiedRunner:
-    def __init__(self, cfg, config_dict: dict, env=None, actor_device_ids=None):
+    def __init__(self, cfg, config_dict: dict, env=None, actor_device_ids=None, eval_env=None):
+        """``env`` / ``eval_env``: prebuilt envs (tests); None builds ``env.train`` / ``env.eval`` with make_env."""
         from jaxrl_isaac.envs.factory import make_env
 
         self.cfg = cfg
         self.config_dict = config_dict
         split = cfg.env.train
         self.log_path = Path(cfg.runner.logger.log_path)
-        self.env = env if env is not None else make_env(split)
         self.policy = build_policy(cfg)
+        self.evaluator = None
+        self.recorder = None
+        self._eval_env = eval_env
+        if cfg.runner.only_eval:  # RLinf's eval runner: no train env, learner or optimizer
+            return
+        self.env = env if env is not None else make_env(split)
         C = cfg.actor.model.num_action_chunks
         self.rollout_settings = RolloutSettings(
             num_action_chunks=C, chunk_steps=split.max_steps_per_rollout_epoch // C,
             rollout_epoch=split.rollout_epoch, auto_reset=split.auto_reset,
             ignore_terminations=split.ignore_terminations, seed=split.seed)
-        self.collector = RolloutCollector(self.env, self.policy, self.rollout_settings)
-        if split.video_cfg.save_video:
-            log.warning("env.train.video_cfg.save_video=True is not implemented yet; no video is written")
+        video = VideoSettings.from_config(split.video_cfg)
+        self.recorder = VideoRecorder(video, self.env.num_envs) if video is not None else None
+        self.collector = RolloutCollector(self.env, self.policy, self.rollout_settings, self.recorder)
+        if cfg.runner.val_check_interval > 0:
+            from jaxrl_isaac.eval import Evaluator
+            self.evaluator = Evaluator.from_config(cfg, self.policy, env=eval_env)
         self.mesh = sharding.make_mesh(actor_device_ids)
         num_samples = self.rollout_settings.chunk_steps * split.rollout_epoch * self.env.num_envs
         self.schedule = learner.Schedule(num_samples=num_samples, global_batch_size=cfg.actor.global_batch_size,
@@ -176,8 +191,20 @@ class EmbodiedRunner:
                         "throughput/rollout_env_steps_per_s": env_steps / max(t1 - t0, 1e-9)})
         return metrics
 
+    def evaluate(self, global_step: int) -> dict[str, float]:
+        """``eval/*`` and ``time/eval`` of the current params on ``env.eval``."""
+        return self.evaluator.evaluate(self.state.params, global_step)
+
+    def _eval_due(self, global_step: int, last: bool) -> bool:
+        interval = self.cfg.runner.val_check_interval
+        return self.evaluator is not None and interval > 0 and (global_step % interval == 0 or last)
+
     def run(self, progress: bool = True) -> list[dict[str, float]]:
         cfg = self.cfg
+        if cfg.runner.only_eval:
+            from jaxrl_isaac.eval import run_eval
+            metrics, _ = run_eval(cfg, policy=self.policy, env=self._eval_env)
+            return [metrics]
         n_steps = total_steps(cfg)
         self.log_path.mkdir(parents=True, exist_ok=True)
         (self.log_path / "config.json").write_text(json.dumps(self.config_dict, indent=2, default=str))
@@ -188,17 +215,27 @@ class EmbodiedRunner:
         try:
             for step in range(self.start_step, n_steps):
                 metrics = self.train_step(step)
+                last = step + 1 == n_steps
+                if self._eval_due(step + 1, last):
+                    metrics.update(self.evaluate(step + 1))
                 bar.advance(metrics)
                 logger.log(metrics, step + 1)
                 history.append(metrics)
-                last = step + 1 == n_steps
                 if (cfg.runner.save_interval > 0 and (step + 1) % cfg.runner.save_interval == 0) or last:
                     path = self.save(step + 1)
                     log.info("saved checkpoint %s", path)
         finally:
             bar.close()
             logger.close()
+            self.close_outputs()
         return history
+
+    def close_outputs(self) -> None:
+        """Waits for pending videos; closes the eval env this runner built."""
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
 
 
 class _progress:
@@ -206,6 +243,7 @@ class _progress:
 
     def __init__(self, enabled: bool, total: int, start: int):
         self._p = None
+        self._last_eval = ""  # the latest evaluation stays on the bar until the next one
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
             self._p = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -216,7 +254,9 @@ class _progress:
     def advance(self, m: dict[str, float]) -> None:
         if self._p is None:
             return
-        info = (f"success_once={m.get('env/success_once', float('nan')):.2f} "
+        if "eval/success_once" in m:
+            self._last_eval = f"eval/success_once={m['eval/success_once']:.2f} "
+        info = (f"{self._last_eval}success_once={m.get('env/success_once', float('nan')):.2f} "
                 f"return={m.get('env/return', float('nan')):.2f} loss={m.get('actor/loss', float('nan')):.3f} "
                 f"{m.get('throughput/env_steps_per_s', 0):.0f} env-steps/s")
         self._p.update(self._task, advance=1, info=info)

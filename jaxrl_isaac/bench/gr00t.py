@@ -405,6 +405,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--jax-mem-fraction", type=float, default=0.5,
                    help="cap on JAX's GPU pool (share of total memory; grows on demand), the rest is torch's")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scan-unroll", type=int, default=1,
+                   help="unroll the scanned layer stacks by this many steps (e.g. 64 = fully) in the Flax model")
     p.add_argument("--json-out", default=None, help="also write the JSON result to this file")
     args = p.parse_args(argv)
     if any(b < 1 for b in args.batch_sizes) or args.iters < 1 or args.warmup < 0 or args.denoising_steps < 1:
@@ -448,7 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bf16 matmul {matmul_n}^3: {peak:.3g} TFLOP/s", flush=True)
 
     results = {b: BatchResult(b) for b in batch_sizes}
-    flax_info = run_flax(cfg, batch_sizes, args, results)
+    from gr00t_port.backbone_config import scan_unroll
+    with scan_unroll(args.scan_unroll):  # modules are traced (and their loops unrolled) inside run_flax
+        flax_info = run_flax(cfg, batch_sizes, args, results)
     print(f"Flax: {flax_info['num_params']:,} params, init {flax_info['init_s']} s; get_action compile "
           + ", ".join(f"B={b}: {_fmt(results[b].flax_compile_s)} s" for b in batch_sizes), flush=True)
 
