@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:  # bad input the user can fix: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if history:
+    if history and "env/success_once" in history[0]:
         first, last = history[0], history[-1]
         keys = ("env/success_once", "env/return", "env/episode_len", "actor/loss", "throughput/env_steps_per_s")
         print("metric".ljust(30), "first step".rjust(12), "last step".rjust(12))
@@ -69,7 +69,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from jaxrl_isaac.envs.isaaclab.launcher import IsaacLabNotInstalled
     from jaxrl_isaac.metric_logger import LoggerBackendError
     from jaxrl_isaac.runner import UnsupportedModel
-    return (CheckpointError, EnvInputError, IsaacLabNotInstalled, LoggerBackendError, BridgeError, UnsupportedModel)
+    from jaxrl_isaac.video import VideoError
+    return (CheckpointError, EnvInputError, IsaacLabNotInstalled, LoggerBackendError, BridgeError, UnsupportedModel,
+            VideoError)
 
 
 if __name__ == "__main__":
