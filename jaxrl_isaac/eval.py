@@ -289,19 +289,16 @@ def print_table(metrics: dict[str, float], cfg, step: int, evaluator: Evaluator 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jaxrl_isaac.config import ConfigError
-    from jaxrl_isaac.config.cli import parse_train_args
+    from jaxrl_isaac import entrypoint
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("absl", "jax._src.xla_bridge"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    entrypoint.setup_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:  # only_eval: validation checks env.eval and skips the training split and batch rules
-        cfg, source = parse_train_args([*argv, "runner.only_eval=true"], DEFAULT_CONFIG_NAME,
-                                       prog="python -m jaxrl_isaac.eval")
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    # only_eval: validation checks env.eval and skips the training split and batch rules.
+    parsed = entrypoint.parse_config([*argv, "runner.only_eval=true"], DEFAULT_CONFIG_NAME,
+                                     prog="python -m jaxrl_isaac.eval")
+    if parsed is None:
         return 2
+    cfg, source = parsed
     if not cfg.runner.ckpt_path:
         print("config error: runner.ckpt_path is required: the checkpoint to evaluate (<log_path>/checkpoints or "
               ".../checkpoints/global_step_<N>)", file=sys.stderr)
@@ -313,33 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-    from jaxrl_isaac.jax_setup import configure_jax_memory, jax_backends_initialized
-    if not jax_backends_initialized():
-        configure_jax_memory(cfg.cluster.jax_mem_fraction)
-    import jax
-    from jaxrl_isaac.config.loader import validate
-    try:
-        validate(cfg, num_devices=jax.device_count())
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    if not entrypoint.start_jax(cfg):
         return 2
 
     log.info("config %s: evaluating %s on %s (%d envs x %d passes)", source, cfg.runner.ckpt_path,
              cfg.env.eval.init_params.id, cfg.env.eval.total_num_envs, cfg.env.eval.rollout_epoch)
     try:
         run_eval(cfg)
-    except user_errors() as e:
+    except entrypoint.user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the run's inputs, reported in one line: the training command's, plus video errors."""
-    from jaxrl_isaac.train import _user_errors
-    from jaxrl_isaac.video import VideoError
-    return (*_user_errors(), VideoError)
 
 
 if __name__ == "__main__":

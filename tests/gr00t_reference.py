@@ -44,30 +44,10 @@ from gr00t_port.backbone_config import EagleBackboneConfig  # noqa: E402
 BACKBONE_PREFIX = "backbone."
 
 
-@functools.cache
 def lerobot_groot() -> types.SimpleNamespace:
-    """Import lerobot's GR00T N1.5 modules without running ``lerobot/__init__.py`` and its heavy imports."""
-    spec = importlib.util.find_spec("lerobot")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("lerobot (0.4.4, installed with --no-deps) is needed for the PyTorch reference")
-    root = Path(list(spec.submodule_search_locations)[0])
-    for name, sub in (("lerobot", ""), ("lerobot.utils", "utils"), ("lerobot.policies", "policies"),
-                      ("lerobot.policies.groot", "policies/groot")):
-        if name not in sys.modules:  # plain namespace modules: their __init__.py never runs
-            module = types.ModuleType(name)
-            module.__path__ = [str(root / sub)]
-            # A real spec, so importlib.util.find_spec("lerobot") keeps working for other tests in the process.
-            module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
-            module.__spec__.submodule_search_locations = [str(root / sub)]
-            sys.modules[name] = module
-    from lerobot.policies.groot import groot_n1
-    from lerobot.policies.groot.eagle2_hg_model import configuration_eagle2_5_vl, modeling_eagle2_5_vl
-
-    return types.SimpleNamespace(
-        groot_n1=groot_n1,
-        Eagle25VLConfig=configuration_eagle2_5_vl.Eagle25VLConfig,
-        Eagle25VLForConditionalGeneration=modeling_eagle2_5_vl.Eagle25VLForConditionalGeneration,
-    )
+    """lerobot's GR00T N1.5 modules, imported without running ``lerobot/__init__.py`` (shared with the bench)."""
+    from gr00t_port.reference_torch import lerobot_groot as load
+    return load()
 
 
 def eagle_hf_config(cfg: EagleBackboneConfig, attn_implementation: str = "eager"):

@@ -26,28 +26,9 @@ from gr00t_reference import lerobot_groot, randomize_, torch_to_numpy
 
 
 def action_head_cfg_dict(cfg: ActionHeadConfig) -> dict[str, Any]:
-    """The ``action_head_cfg`` a GR00T checkpoint's config.json would carry for ``cfg``."""
-    block = {"dropout": cfg.dit.dropout, "final_dropout": True, "positional_embeddings": None}
-    return {
-        "action_dim": cfg.action_dim, "action_horizon": cfg.action_horizon, "add_pos_embed": cfg.add_pos_embed,
-        "backbone_embedding_dim": cfg.backbone_embedding_dim, "hidden_size": cfg.hidden_size,
-        "input_embedding_dim": cfg.input_embedding_dim, "max_action_dim": cfg.action_dim,
-        "max_state_dim": cfg.max_state_dim, "max_num_embodiments": cfg.max_num_embodiments,
-        "max_seq_len": cfg.max_seq_len, "model_dtype": "float32", "noise_beta_alpha": cfg.noise_beta_alpha,
-        "noise_beta_beta": cfg.noise_beta_beta, "noise_s": cfg.noise_s,
-        "num_inference_timesteps": cfg.num_inference_timesteps,
-        "num_target_vision_tokens": cfg.num_target_vision_tokens, "num_timestep_buckets": cfg.num_timestep_buckets,
-        "tune_diffusion_model": True, "tune_projector": True, "use_vlln": cfg.use_vlln,
-        "diffusion_model_cfg": {**block, "attention_head_dim": cfg.dit.head_dim,
-                                "cross_attention_dim": cfg.dit.cross_attention_dim,
-                                "interleave_self_attention": True, "norm_type": "ada_norm",
-                                "num_attention_heads": cfg.dit.num_heads, "num_layers": cfg.dit.num_layers,
-                                "output_dim": cfg.dit.output_dim},
-        "vl_self_attention_cfg": {**block, "dropout": cfg.vl_self_attention.dropout,
-                                  "attention_head_dim": cfg.vl_self_attention.head_dim,
-                                  "num_attention_heads": cfg.vl_self_attention.num_heads,
-                                  "num_layers": cfg.vl_self_attention.num_layers},
-    }
+    """The ``action_head_cfg`` a GR00T checkpoint's config.json would carry for ``cfg`` (shared with the bench)."""
+    from gr00t_port.reference_torch import action_head_config
+    return action_head_config(cfg)
 
 
 def _head_module():
