@@ -250,8 +250,14 @@ def run_eval(cfg, policy=None, env=None) -> tuple[dict[str, float], int]:
     configured backends, prints a table, returns (metrics, step). ``policy``/``env`` default to the config's."""
     from jaxrl_isaac.metric_logger import MetricLogger
     from jaxrl_isaac.runner import build_policy
-    policy = policy if policy is not None else build_policy(cfg)
+    created_env = False
+    if policy is None:  # GR00T builds against the env it acts in, so the eval env comes first
+        if env is None:
+            from jaxrl_isaac.envs.factory import make_env
+            env, created_env = make_env(cfg.env.eval), True
+        policy = build_policy(cfg, env, "eval")
     evaluator = Evaluator.from_config(cfg, policy, env)
+    evaluator.owns_env = evaluator.owns_env or created_env
     try:
         params, step = load_params(cfg, evaluator)
         metrics = evaluator.evaluate(params, step)

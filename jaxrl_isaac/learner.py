@@ -74,18 +74,27 @@ class Schedule:
         return self.num_samples // self.global_batch_size, self.global_batch_size // micro_global, micro_global
 
 
-def make_optimizer(o: OptimSettings, is_value_param: Callable[[tuple[str, ...]], bool]
+def make_optimizer(o: OptimSettings, is_value_param: Callable[[tuple[str, ...]], bool],
+                   is_trainable_param: Callable[[tuple[str, ...]], bool] | None = None
                    ) -> optax.GradientTransformation:
-    """Global-norm clip, then AdamW with a separate learning rate for the value head (RLinf's param groups)."""
+    """Global-norm clip, then AdamW with a separate learning rate for the value head (RLinf's param groups).
+
+    Parameters outside ``is_trainable_param`` (e.g. GR00T's frozen backbone) get no update at all: no weight decay
+    and no Adam moments (``optax.set_to_zero``), rather than merely zero gradients.
+    """
 
     def labels(params):
-        return jax.tree_util.tree_map_with_path(
-            lambda path, _: "value" if is_value_param(tuple(_key(p) for p in path)) else "policy", params)
+        def label(path, _):
+            names = tuple(_key(p) for p in path)
+            if is_trainable_param is not None and not is_trainable_param(names):
+                return "frozen"
+            return "value" if is_value_param(names) else "policy"
+        return jax.tree_util.tree_map_with_path(label, params)
 
     adamw = lambda lr: optax.adamw(lr, b1=o.adam_beta1, b2=o.adam_beta2, eps=o.adam_eps,  # noqa: E731
                                    weight_decay=o.weight_decay)
-    return optax.chain(optax.clip_by_global_norm(o.clip_grad),
-                       optax.multi_transform({"policy": adamw(o.lr), "value": adamw(o.value_lr)}, labels))
+    return optax.chain(optax.clip_by_global_norm(o.clip_grad), optax.multi_transform(
+        {"policy": adamw(o.lr), "value": adamw(o.value_lr), "frozen": optax.set_to_zero()}, labels))
 
 
 def _key(entry) -> str:

@@ -33,10 +33,12 @@ log = logging.getLogger("jaxrl_isaac")
 
 
 class UnsupportedModel(ValueError):
-    """actor.model.model_type names a policy this version cannot build."""
+    """actor.model names a policy, checkpoint or setting that cannot be built; the message says which."""
 
 
-def build_policy(cfg) -> Any:
+def build_policy(cfg, env=None, split: str = "train") -> Any:
+    """The policy of ``actor.model.model_type``; GR00T also needs the env it will act in (quaternion order, the
+    task's instruction) and reads its converted checkpoint (``actor.model.model_path``)."""
     model = cfg.actor.model
     if model.model_type == "baseline":
         from jaxrl_isaac.models.baseline import BaselineConfig, BaselinePolicy
@@ -46,9 +48,16 @@ def build_policy(cfg) -> Any:
             image_keys=tuple(b.image_keys), image_size=b.image_size, state_keys=tuple(b.state_keys),
             cnn_channels=tuple(b.cnn_channels), mlp_hidden=tuple(b.mlp_hidden), init_log_std=b.init_log_std,
             logprob_type=cfg.algorithm.logprob_type))
-    raise UnsupportedModel(
-        f"actor.model.model_type={model.model_type!r}: the GR00T N1.5 RL policy (Flow-SDE log-probs, value head) is "
-        f"not wired into the runner yet; use actor.model.model_type=baseline")
+    if model.model_type == "gr00t":
+        if env is None:
+            raise UnsupportedModel("actor.model.model_type=gr00t needs the env it acts in to build its policy")
+        from jaxrl_isaac.models.gr00t_policy import GR00TRLPolicy
+        try:
+            return GR00TRLPolicy.from_config(cfg, env, split)
+        except (ValueError, FileNotFoundError, KeyError) as e:  # bad model_path, checkpoint or rl_head_config
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UnsupportedModel(f"actor.model (gr00t): {first}") from None
+    raise UnsupportedModel(f"actor.model.model_type={model.model_type!r} is not one of 'baseline', 'gr00t'")
 
 
 def _advantage_settings(cfg) -> AdvantageSettings:
@@ -89,13 +98,14 @@ class EmbodiedRunner:
         self.config_dict = config_dict
         split = cfg.env.train
         self.log_path = Path(cfg.runner.logger.log_path)
-        self.policy = build_policy(cfg)
         self.evaluator = None
         self.recorder = None
         self._eval_env = eval_env
         if cfg.runner.only_eval:  # RLinf's eval runner: no train env, learner or optimizer
+            self.policy = None  # run_eval builds the eval env, then the policy against it
             return
         self.env = env if env is not None else make_env(split)
+        self.policy = build_policy(cfg, self.env)
         C = cfg.actor.model.num_action_chunks
         self.rollout_settings = RolloutSettings(
             num_action_chunks=C, chunk_steps=split.max_steps_per_rollout_epoch // C,
@@ -112,7 +122,8 @@ class EmbodiedRunner:
         self.schedule = learner.Schedule(num_samples=num_samples, global_batch_size=cfg.actor.global_batch_size,
                                          micro_batch_size=cfg.actor.micro_batch_size,
                                          update_epoch=cfg.algorithm.update_epoch)
-        self.tx = learner.make_optimizer(_optim_settings(cfg), self.policy.is_value_param)
+        self.tx = learner.make_optimizer(_optim_settings(cfg), self.policy.is_value_param,
+                                         getattr(self.policy, "is_trainable_param", None))
         self.update_fn = learner.make_update_fn(self.policy, self.tx, _loss_settings(cfg), self.schedule, self.mesh)
         adv_settings = _advantage_settings(cfg)
         self.advantage_fn = jax.jit(lambda traj: compute_advantages_and_returns(traj, adv_settings))

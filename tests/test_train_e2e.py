@@ -81,7 +81,7 @@ def test_bad_config_is_one_line_and_starts_nothing(tmp_path, capsys):
 @pytest.mark.parametrize("override, message", [
     ("runner.resume_dir={tmp}/nope", "does not exist"),
     ("runner.ckpt_path={tmp}/nope", "does not exist"),
-    ("actor.model.model_type=gr00t actor.model.model_path={tmp}", "model_type='gr00t'"),
+    ("actor.model.model_type=gr00t actor.model.model_path={tmp}", "holds no complete 'global_step_<N>' checkpoint"),
     ("env.train.env_type=isaaclab env.train.init_params.id=Isaac-Stack-Cube-Franka-IK-Rel-Visuomotor-v0 "
      "env.train.init_params.reward_type=sparse", "needs IsaacLab"),
     ("env.train.env_type=isaaclab", "unknown IsaacLab task id 'Embedded-Reach-Franka-IK-Rel-v0'"),

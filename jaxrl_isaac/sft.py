@@ -1,0 +1,591 @@
+"""Supervised fine-tuning (SFT) of GR00T N1.5 on scripted-expert demonstrations from the embedded simulator.
+
+    python -m jaxrl_isaac.sft --task Embedded-Stack-Cube-Franka-IK-Rel-Visuomotor-v0 --episodes 20 --num-envs 8 \
+        --out /tmp/sft --model-config tiny --steps 200 --batch-size 16
+
+Pipeline (the Isaac-GR00T ``gr00t_finetune.py`` recipe that RLinf's SFT checkpoints come from, on our own demos):
+
+1. ``collect_demos``: the task's scripted expert acts in ``num_envs`` sub-envs; every env step records the table and
+   wrist frames, RLinf's 8-dim state (``obs_mapping``) and the 7-dim env action. Only successful episodes are kept.
+   Each frame's training target is the chunk of its ``action_horizon`` next actions; past the episode end the
+   chunk repeats the last action (Isaac-GR00T pads absolute actions at the episode edge this way).
+2. ``build_metadata``: per-key min/max/mean/std/q01/q99 over every kept frame, written in the
+   ``experiment_cfg/metadata.json`` schema (state keys x, y, z, roll, pitch, yaw (1 each) + gripper (2); action keys
+   x ... yaw, gripper (1 each), as RLinf's ``LiberoFrankaDataConfig`` used for ``isaaclab_franka``).
+3. ``train``: the flow-matching loss of ``FlowmatchingActionHead`` (spec 2.4) with the Eagle backbone frozen
+   (``tune_visual=False, tune_llm=False``): gradients and AdamW state exist for the action head only. One jitted
+   step of fixed shapes; dropout on, as in upstream training.
+4. ``save_checkpoint``: ``OUT/global_step_<S>/{params,assets}`` in ``gr00t_port.convert``'s layout (assets carry
+   ``gr00t_config`` and ``metadata``), plus the tokenizer files and ``experiment_cfg/metadata.json`` beside the items,
+   so ``actor.model.model_path=OUT/global_step_<S>`` starts RL from it with nothing else to pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+SFT_TASK = "Embedded-Stack-Cube-Franka-IK-Rel-Visuomotor-v0"
+DEFAULT_EMBODIMENT_TAG = "isaaclab_franka"  # RLinf's IsaacLab Franka tag (projector slot 31)
+# RLinf's IsaacLab / LIBERO Franka modality layout: key -> dim (spec 3.5).
+STATE_KEY_DIMS: tuple[tuple[str, int], ...] = (("x", 1), ("y", 1), ("z", 1), ("roll", 1), ("pitch", 1), ("yaw", 1),
+                                               ("gripper", 2))
+ACTION_KEY_DIMS: tuple[tuple[str, int], ...] = (("x", 1), ("y", 1), ("z", 1), ("roll", 1), ("pitch", 1), ("yaw", 1),
+                                                ("gripper", 1))
+STATE_DIM = sum(d for _, d in STATE_KEY_DIMS)    # 8
+ACTION_DIM = sum(d for _, d in ACTION_KEY_DIMS)  # 7
+VIDEO_KEYS = ("image", "wrist_image")            # table camera, wrist camera (RLinf's LiberoFrankaDataConfig)
+TOKENIZER_SUBDIR = "tokenizer"
+
+
+# ================================================================================================== demonstrations
+
+@dataclasses.dataclass(frozen=True)
+class Demos:
+    """Frames of successful expert episodes, flattened over episodes (N frames in all).
+
+    table_images, wrist_images: (N, H, W, 3) uint8.
+    states: (N, 8) float32, RLinf's [eef_pos, axis-angle, gripper fingers].
+    actions: (N, 7) float32, the env action taken at that frame.
+    action_chunks: (N, horizon, 7) float32, actions t .. t+horizon-1, edge-padded with the episode's last action.
+    chunk_valid: (N, horizon) bool, False where the chunk is padding (recorded; the loss masks dims only, as
+      upstream, so padded steps teach "keep doing the last action").
+    episode_index: (N,) int32.
+    """
+
+    instruction: str
+    table_images: np.ndarray
+    wrist_images: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+    action_chunks: np.ndarray
+    chunk_valid: np.ndarray
+    episode_index: np.ndarray
+    fps: float
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.states.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.episode_index.max()) + 1 if self.num_frames else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionReport:
+    episodes_kept: int
+    episodes_failed: int
+    env_steps: int      # sub-env steps (num_envs per vectorised step)
+    seconds: float
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.env_steps / max(self.seconds, 1e-9)
+
+
+def action_chunks(actions: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T, D) actions of one episode -> ((T, horizon, D) chunks edge-padded with the last action, (T, horizon) valid)."""
+    steps = actions.shape[0]
+    index = np.arange(steps)[:, None] + np.arange(horizon)[None, :]
+    valid = index < steps
+    return actions[np.minimum(index, steps - 1)], valid
+
+
+def check_task(task_id: str) -> None:
+    from jaxrl_isaac.envs.embedded import TASK_IDS
+
+    if task_id not in TASK_IDS:
+        raise ValueError(f"unknown task {task_id!r}; the embedded tasks with scripted experts are: "
+                         f"{', '.join(TASK_IDS)}")
+
+
+def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_horizon: int = 16, cam: int = 64,
+                  seed: int = 0, max_episode_steps: int = 600, max_failed: int | None = None,
+                  log: Callable[[str], None] = print) -> tuple[Demos, CollectionReport]:
+    """Runs the scripted expert until ``num_episodes`` successful episodes are recorded (extra episodes that finish
+    in the same step are kept too, then trimmed to exactly ``num_episodes``).
+
+    Raises RuntimeError when more than ``max_failed`` (default: max(10, num_episodes)) episodes fail.
+    """
+    check_task(task_id)
+    if num_episodes < 1 or num_envs < 1 or action_horizon < 1 or cam < 8:
+        raise ValueError(f"need episodes >= 1, num_envs >= 1, action_horizon >= 1, cam >= 8; got {num_episodes}, "
+                         f"{num_envs}, {action_horizon}, {cam}")
+    from jaxrl_isaac.envs import embedded, obs_mapping
+    from jaxrl_isaac.envs.contract import POLICY_GROUP
+
+    max_failed = max(10, num_episodes) if max_failed is None else max_failed
+    env = embedded.make(task_id, num_envs=num_envs, seed=seed, table_cam=(cam, cam), wrist_cam=(cam, cam),
+                        max_episode_steps=max_episode_steps)
+    expert = embedded.make_expert(task_id, env)
+    instruction = env.task_description
+    buffers: list[list[tuple]] = [[] for _ in range(num_envs)]
+    episodes: list[list[tuple]] = []
+    failed = env_steps = 0
+    start = time.perf_counter()
+    obs, _ = env.reset(seed=seed)
+    while len(episodes) < num_episodes:
+        inputs = obs_mapping.to_model_inputs(obs[POLICY_GROUP], env.quat_order, instruction)
+        action = expert(obs)
+        table, wrist = inputs["table_image"].cpu().numpy(), inputs["wrist_image"].cpu().numpy()
+        state, act = inputs["state"].cpu().numpy(), action.detach().cpu().numpy().astype(np.float32)
+        for i in range(num_envs):
+            buffers[i].append((table[i].copy(), wrist[i].copy(), state[i].copy(), act[i].copy()))
+        obs, _, terminated, truncated, extras = env.step(action)
+        env_steps += num_envs
+        done = (terminated | truncated).cpu().numpy()
+        success = extras["success"].cpu().numpy()
+        for i in np.flatnonzero(done):
+            if success[i]:
+                episodes.append(buffers[i])
+            else:
+                failed += 1
+                if failed > max_failed:
+                    raise RuntimeError(f"the {task_id} expert failed {failed} episodes before {num_episodes} "
+                                       f"succeeded ({len(episodes)} did)")
+            buffers[i] = []
+    seconds = time.perf_counter() - start
+    episodes = episodes[:num_episodes]
+    parts = {name: [] for name in ("table", "wrist", "state", "action", "chunk", "valid", "episode")}
+    for e, frames in enumerate(episodes):
+        table, wrist, state, act = (np.stack(column) for column in zip(*frames))
+        chunk, valid = action_chunks(act, action_horizon)
+        for name, value in zip(parts, (table, wrist, state, act, chunk, valid,
+                                       np.full(len(frames), e, np.int32))):
+            parts[name].append(value)
+    cat = {name: np.concatenate(values) for name, values in parts.items()}
+    demos = Demos(instruction=instruction, table_images=cat["table"], wrist_images=cat["wrist"],
+                  states=cat["state"].astype(np.float32), actions=cat["action"].astype(np.float32),
+                  action_chunks=cat["chunk"].astype(np.float32), chunk_valid=cat["valid"],
+                  episode_index=cat["episode"], fps=float(round(1.0 / env.step_dt, 6)))
+    report = CollectionReport(episodes_kept=len(episodes), episodes_failed=failed, env_steps=env_steps,
+                              seconds=seconds)
+    log(f"collected {report.episodes_kept} successful episodes ({demos.num_frames} frames, {failed} failed) in "
+        f"{seconds:.1f} s: {report.frames_per_second:.0f} env frames/s")
+    return demos, report
+
+
+# ===================================================================================================== statistics
+
+def key_statistics(values: np.ndarray) -> dict[str, list[float]]:
+    """The six metadata.json statistics of one key over all frames: values (N, d) -> {name: d floats}."""
+    x = np.asarray(values, np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"statistics need (N >= 1, d) values, got shape {x.shape}")
+    stats = {"max": x.max(0), "min": x.min(0), "mean": x.mean(0), "std": x.std(0),
+             "q01": np.quantile(x, 0.01, axis=0), "q99": np.quantile(x, 0.99, axis=0)}
+    return {name: [float(v) for v in value] for name, value in stats.items()}
+
+
+def _split_keys(values: np.ndarray, key_dims: Sequence[tuple[str, int]]) -> dict[str, np.ndarray]:
+    total = sum(d for _, d in key_dims)
+    if values.ndim != 2 or values.shape[1] != total:
+        raise ValueError(f"expected (N, {total}) values for keys {[k for k, _ in key_dims]}, got {values.shape}")
+    out, start = {}, 0
+    for key, dim in key_dims:
+        out[key] = values[:, start:start + dim]
+        start += dim
+    return out
+
+
+def build_metadata(demos: Demos, embodiment_tag: str = DEFAULT_EMBODIMENT_TAG) -> dict[str, Any]:
+    """``{tag: entry}`` in the ``experiment_cfg/metadata.json`` schema (spec 3.5) for the demos."""
+    height, width = demos.table_images.shape[1:3]
+    vector = lambda dim: {"absolute": True, "rotation_type": None, "shape": [dim], "continuous": True}  # noqa: E731
+    entry = {
+        "statistics": {
+            "state": {k: key_statistics(v) for k, v in _split_keys(demos.states, STATE_KEY_DIMS).items()},
+            "action": {k: key_statistics(v) for k, v in _split_keys(demos.actions, ACTION_KEY_DIMS).items()},
+        },
+        "modalities": {
+            "video": {k: {"resolution": [int(width), int(height)], "channels": 3, "fps": demos.fps}
+                      for k in VIDEO_KEYS},
+            "state": {k: vector(d) for k, d in STATE_KEY_DIMS},
+            "action": {k: vector(d) for k, d in ACTION_KEY_DIMS},
+        },
+        "embodiment_tag": embodiment_tag,
+    }
+    return {embodiment_tag: entry}
+
+
+# ====================================================================================================== tokenizer
+
+# The tokens the GR00T processor needs, in the real Eagle tokenizer's relative order.
+_TINY_ADDED_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<IMG_CONTEXT>", "<img>", "</img>")
+
+
+def write_byte_tokenizer(directory: str | os.PathLike) -> pathlib.Path:
+    """A Qwen2-style byte-level tokenizer with no merges (256 byte symbols + the processor's special tokens), for
+    the tiny model: same file layout as the Eagle tokenizer (vocab.json, merges.txt, tokenizer_config.json)."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    symbols = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):  # GPT-2's reversible byte -> printable character map
+        if b not in symbols:
+            symbols[b], extra = chr(256 + extra), extra + 1
+    vocab = {symbols[b]: b for b in range(256)}
+    (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (directory / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    added = {str(256 + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                            "single_word": False, "special": True} for i, t in enumerate(_TINY_ADDED_TOKENS)}
+    config = {"tokenizer_class": "Qwen2Tokenizer", "add_bos_token": False, "add_eos_token": False,
+              "add_prefix_space": False, "added_tokens_decoder": added,
+              "additional_special_tokens": list(_TINY_ADDED_TOKENS[1:]), "bos_token": None,
+              "clean_up_tokenization_spaces": False, "eos_token": "<|im_end|>", "errors": "replace",
+              "model_max_length": 16384, "pad_token": "<|endoftext|>", "split_special_tokens": False,
+              "unk_token": None}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return directory
+
+
+def tokenizer_files(directory: pathlib.Path) -> list[pathlib.Path]:
+    names = ("tokenizer_config.json", "tokenizer.json", "vocab.json", "merges.txt", "special_tokens_map.json",
+             "added_tokens.json")
+    return [directory / n for n in names if (directory / n).is_file()]
+
+
+# ========================================================================================================= model
+
+def tiny_model_config(vocab_size: int, image_token_index: int, action_horizon: int = 16):
+    """The tiny GR00T architecture (``GR00TConfig.tiny``) sized for the byte tokenizer and the Franka layout: 8 model
+    action dims (7 real + 1 padded), ``action_horizon`` steps, no remat (faster CPU compiles)."""
+    from gr00t_port.config import ActionHeadConfig, GR00TConfig
+    from gr00t_port.backbone_config import EagleBackboneConfig
+
+    b = EagleBackboneConfig.tiny(remat_policy="none")
+    b = b.replace(text=dataclasses.replace(b.text, vocab_size=vocab_size), image_token_index=image_token_index)
+    head = ActionHeadConfig.tiny(b.output_dim, remat_policy="none").replace(
+        action_dim=8, action_horizon=action_horizon, max_seq_len=max(12, action_horizon))
+    return GR00TConfig(backbone=b, action_head=head)
+
+
+def check_model_fits(cfg, action_horizon: int) -> None:
+    h = cfg.action_head
+    if h.action_horizon != action_horizon:
+        raise ValueError(f"--action-horizon {action_horizon} differs from the model's action_horizon="
+                         f"{h.action_horizon}")
+    if h.action_dim < ACTION_DIM or h.max_state_dim < STATE_DIM:
+        raise ValueError(f"the model takes {h.action_dim} action / {h.max_state_dim} state dims; the Franka layout "
+                         f"needs {ACTION_DIM} / {STATE_DIM}")
+
+
+def random_params(cfg, seed: int) -> dict:
+    """Random {"backbone", "action_head"} params of ``cfg`` filled in numpy from the model's shapes (a jitted Flax
+    init of the whole model compiles for a long time on CPU): kernels N(0, 1/fan_in), norm scales 1, the rest
+    N(0, 0.02^2). For the tiny smoke path and tests; real SFT starts from a converted checkpoint (--init)."""
+    import jax
+
+    from gr00t_port.model import GR00TN15
+
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name == "scale":
+            return np.ones(leaf.shape, leaf.dtype)
+        x = rng.standard_normal(leaf.shape)
+        x = x / np.sqrt(leaf.shape[-2]) if name in ("kernel", "W") and leaf.ndim >= 2 else 0.02 * x
+        return x.astype(leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, GR00TN15(cfg).param_shapes())
+
+
+def make_processor(cfg, metadata_entries: Mapping[str, Any], tokenizer, embodiment_tag: str):
+    """The GR00T processor for training: Isaac-GR00T's transforms with RLinf's Franka layout, NHWC pixels."""
+    from gr00t_port.normalization import EmbodimentMetadata
+    from gr00t_port.processor import GR00TProcessor, GR00TProcessorConfig
+
+    b, h = cfg.backbone, cfg.action_head
+    proc_cfg = GR00TProcessorConfig(embodiment_tag=embodiment_tag, pixel_layout="NHWC",
+                                    image_size=b.vision.image_size, tokens_per_image=b.tokens_per_image,
+                                    max_state_dim=h.max_state_dim, max_action_dim=h.action_dim,
+                                    action_horizon=h.action_horizon)
+    metadata = EmbodimentMetadata.from_json_entry(metadata_entries[embodiment_tag], embodiment_tag,
+                                                  source="SFT metadata")
+    return GR00TProcessor(proc_cfg, metadata, tokenizer)
+
+
+def make_batch(processor, demos: Demos, index: np.ndarray, *, augment: bool,
+               rng: np.random.Generator | None) -> dict[str, np.ndarray]:
+    """Model inputs for frames ``index`` (B,) of the demos, with their normalised action chunks as targets."""
+    batch = processor({"image": demos.table_images[index], "wrist_image": demos.wrist_images[index]},
+                      demos.states[index], demos.instruction, demos.action_chunks[index], train=augment, rng=rng)
+    batch.pop("state_mask")
+    return batch
+
+
+# ======================================================================================================= training
+
+@dataclasses.dataclass(frozen=True)
+class SFTSettings:
+    """Optimisation settings; defaults are Isaac-GR00T ``scripts/gr00t_finetune.py``'s (HF Trainer, AdamW with
+    betas (0.95, 0.999), cosine schedule after a 5 % linear warm-up, grad-norm clip 1.0), except the step count.
+
+    augment: Isaac-GR00T's train-mode image transforms (random crop + colour jitter) instead of the eval crop.
+    dropout: the action head's dropout (0.2 in N1.5) during training, as upstream's train mode.
+    """
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    warmup_ratio: float = 0.05
+    adam_beta1: float = 0.95
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    augment: bool = True
+    dropout: bool = True
+    log_interval: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+def make_optimizer(s: SFTSettings):
+    import optax
+
+    warmup = int(math.ceil(s.warmup_ratio * s.steps))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, s.lr, warmup_steps=max(warmup, 1),
+                                                  decay_steps=max(s.steps, warmup + 1), end_value=0.0)
+    if warmup == 0:
+        schedule = optax.cosine_decay_schedule(s.lr, s.steps)
+    tx = optax.chain(optax.clip_by_global_norm(s.clip_grad),
+                     optax.adamw(schedule, b1=s.adam_beta1, b2=s.adam_beta2, eps=s.adam_eps,
+                                 weight_decay=s.weight_decay))
+    return tx, schedule
+
+
+def make_loss_fn(cfg, dropout: bool):
+    """(head_params, backbone_params, batch, rng) -> flow-matching loss; the backbone is an input, not a variable
+    (frozen: ``tune_visual=False, tune_llm=False``), so gradients exist only for the action head."""
+    import jax
+
+    from gr00t_port.model import GR00TN15
+
+    model = GR00TN15(cfg)
+
+    def loss_fn(head_params, backbone_params, batch, rng, noise=None, t=None):
+        features = model.backbone_features({"backbone": backbone_params}, batch)
+        noise_rng, dropout_rng = (None, None) if rng is None else tuple(jax.random.split(rng))
+        return model.action_head.flow_matching_loss(
+            head_params, features, batch["state"], batch["embodiment_id"], batch["action"], batch["action_mask"],
+            rng=noise_rng, noise=noise, t=t, dropout_rng=dropout_rng if dropout else None)
+
+    return loss_fn
+
+
+def make_train_step(cfg, tx, dropout: bool, compiler_options: Mapping[str, Any] | None = None):
+    """Jitted (head_params, opt_state, backbone_params, batch, rng) -> (head_params, opt_state, loss, grad_norm)."""
+    import jax
+    import optax
+
+    loss_fn = make_loss_fn(cfg, dropout)
+
+    def step(head_params, opt_state, backbone_params, batch, rng):
+        loss, grads = jax.value_and_grad(loss_fn)(head_params, backbone_params, batch, rng)
+        updates, opt_state = tx.update(grads, opt_state, head_params)
+        return optax.apply_updates(head_params, updates), opt_state, loss, optax.global_norm(grads)
+
+    return jax.jit(step, donate_argnums=(0, 1), compiler_options=dict(compiler_options or {}) or None)
+
+
+def _batch_indices(num_frames: int, batch_size: int, rng: np.random.Generator):
+    """Endless stream of (batch_size,) indices: shuffled epochs without replacement (with, if fewer frames)."""
+    while True:
+        if num_frames < batch_size:
+            yield rng.integers(0, num_frames, batch_size)
+            continue
+        order = rng.permutation(num_frames)
+        for start in range(0, num_frames - batch_size + 1, batch_size):
+            yield order[start:start + batch_size]
+
+
+def train(cfg, params: dict, processor, demos: Demos, s: SFTSettings, *,
+          compiler_options: Mapping[str, Any] | None = None,
+          log: Callable[[str], None] = print) -> tuple[dict, list[dict[str, float]]]:
+    """Trains the action head of ``params`` on the demos. Returns (new params, per-step log rows)."""
+    import jax
+
+    tx, schedule = make_optimizer(s)
+    step_fn = make_train_step(cfg, tx, s.dropout, compiler_options)
+    head = jax.tree.map(jax.numpy.asarray, params["action_head"])
+    backbone = jax.tree.map(jax.numpy.asarray, params["backbone"])
+    opt_state = tx.init(head)
+    np_rng = np.random.default_rng(s.seed)
+    indices = _batch_indices(demos.num_frames, s.batch_size, np_rng)
+    key = jax.random.key(s.seed)
+    history = []
+    start = time.perf_counter()
+    for step in range(1, s.steps + 1):
+        batch = make_batch(processor, demos, next(indices), augment=s.augment, rng=np_rng)
+        key, step_key = jax.random.split(key)
+        head, opt_state, loss, grad_norm = step_fn(head, opt_state, backbone, batch, step_key)
+        if step % s.log_interval == 0 or step in (1, s.steps):
+            row = {"step": step, "loss": float(loss), "grad_norm": float(grad_norm),
+                   "lr": float(schedule(step - 1)), "seconds": time.perf_counter() - start}
+            history.append(row)
+            log(f"step {step}/{s.steps}  loss {row['loss']:.4f}  grad_norm {row['grad_norm']:.3f}  "
+                f"lr {row['lr']:.2e}  {row['seconds']:.1f} s")
+    return {"backbone": params["backbone"], "action_head": jax.device_get(head)}, history
+
+
+# ===================================================================================================== checkpoint
+
+def save_checkpoint(out: str | os.PathLike, step: int, params: dict, cfg, metadata: Mapping[str, Any],
+                    tokenizer_dir: pathlib.Path | None, *, base_assets: Mapping[str, Any] | None = None,
+                    sft_info: Mapping[str, Any] | None = None) -> pathlib.Path:
+    """Writes ``out/global_step_<step>/{params, assets}`` (``gr00t_port.convert``'s layout; params as numpy) and
+    puts the tokenizer files and ``experiment_cfg/metadata.json`` in that step directory. Returns the step dir."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from gr00t_port.convert import METADATA_FILE, STEP_PREFIX
+
+    out = pathlib.Path(out)
+    step_dir = out / f"{STEP_PREFIX}_{step}"
+    if step_dir.exists():
+        shutil.rmtree(step_dir)
+    base = dict(base_assets or {})
+    assets = {
+        "hf_config": base.get("hf_config"),
+        "eagle_config": base.get("eagle_config"),
+        "metadata": dict(metadata),
+        "gr00t_config": cfg.to_dict(),
+        "provenance": {
+            "producer": "jaxrl_isaac.sft",
+            "layout_version": 1,
+            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "init": base.get("provenance", {}).get("source") if base else None,
+            **dict(sft_info or {}),
+        },
+    }
+    params = jax.tree.map(np.asarray, params)
+    options = ocp.CheckpointManagerOptions(step_prefix=STEP_PREFIX, create=True, enable_async_checkpointing=False)
+    mngr = ocp.CheckpointManager(out.absolute(), options=options, item_names=("params", "assets"))
+    mngr.save(step, args=ocp.args.Composite(params=ocp.args.PyTreeSave(params), assets=ocp.args.JsonSave(assets)),
+              force=True)
+    mngr.wait_until_finished()
+    mngr.close()
+    (step_dir / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (step_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
+    if tokenizer_dir is not None:
+        for f in tokenizer_files(pathlib.Path(tokenizer_dir)):
+            shutil.copy2(f, step_dir / f.name)
+    return step_dir
+
+
+# ============================================================================================================ CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jaxrl_isaac.sft", description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", default=SFT_TASK, help="embedded task id with a scripted expert")
+    p.add_argument("--episodes", type=int, default=20, help="successful expert episodes to record")
+    p.add_argument("--num-envs", type=int, default=8, help="parallel sub-envs while collecting")
+    p.add_argument("--out", required=True, help="output directory; the checkpoint goes to OUT/global_step_<steps>")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--model-config", choices=("tiny", "n15"), default=None,
+                       help="random-init architecture (default tiny when --init is not given)")
+    model.add_argument("--init", default=None, help="a converted GR00T checkpoint (gr00t_port.convert output)")
+    p.add_argument("--tokenizer", default=None, help="Eagle tokenizer dir (default: a byte tokenizer for tiny; "
+                                                     "else $GR00T_TOKENIZER_PATH / the --init dir / caches)")
+    p.add_argument("--embodiment-tag", default=DEFAULT_EMBODIMENT_TAG)
+    p.add_argument("--steps", type=int, default=SFTSettings.steps)
+    p.add_argument("--batch-size", type=int, default=SFTSettings.batch_size)
+    p.add_argument("--lr", type=float, default=SFTSettings.lr)
+    p.add_argument("--action-horizon", type=int, default=16)
+    p.add_argument("--cam", type=int, default=64, help="camera height = width in pixels")
+    p.add_argument("--no-augment", action="store_true", help="eval-mode image transform (centre crop, no jitter)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--log-interval", type=int, default=SFTSettings.log_interval)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib.Path:
+    """The whole SFT pipeline for parsed CLI ``args``; returns the checkpoint's step directory."""
+    from gr00t_port.config import GR00TConfig
+    from gr00t_port.processor import IMAGE_CONTEXT_TOKEN, find_tokenizer_dir, load_tokenizer
+
+    check_task(args.task)
+    settings = SFTSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment,
+                           log_interval=args.log_interval, seed=args.seed)
+    out = pathlib.Path(args.out)
+    dtype = {"fp32": "float32", "bf16": "bfloat16"}[args.precision]
+    base_assets: dict = {}
+    # Resolve the tokenizer and model config before spending time on demos, so bad input fails at once.
+    if args.init is not None:
+        from gr00t_port.convert import load_converted
+
+        params, base_assets, _ = load_converted(args.init)
+        if "gr00t_config" not in base_assets:
+            raise ValueError(f"{args.init}: assets lack 'gr00t_config'; convert it with python -m gr00t_port.convert")
+        tokenizer_dir = find_tokenizer_dir(args.tokenizer, checkpoint_dir=args.init)
+        cfg = GR00TConfig.from_dict(base_assets["gr00t_config"])
+    elif (args.model_config or "tiny") == "tiny":
+        tokenizer_dir = (find_tokenizer_dir(args.tokenizer) if args.tokenizer is not None
+                         else write_byte_tokenizer(out / TOKENIZER_SUBDIR))
+        tokenizer = load_tokenizer(tokenizer_dir)
+        cfg = tiny_model_config(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN),
+                                args.action_horizon)
+        params = None
+    else:
+        tokenizer_dir = find_tokenizer_dir(args.tokenizer)
+        cfg = GR00TConfig.n15()
+        params = None
+    cfg = cfg.with_numerics(dtype=dtype)
+    check_model_fits(cfg, args.action_horizon)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    if len(tokenizer) > cfg.backbone.text.vocab_size:
+        raise ValueError(f"tokenizer at {tokenizer_dir} has {len(tokenizer)} tokens, more than the model's "
+                         f"vocab_size={cfg.backbone.text.vocab_size}")
+    if params is None:
+        params = random_params(cfg, args.seed)
+        log(f"random {args.model_config or 'tiny'} GR00T (no --init)")
+
+    demos, report = collect_demos(args.task, args.episodes, args.num_envs, action_horizon=args.action_horizon,
+                                  cam=args.cam, seed=args.seed, log=log)
+    metadata = build_metadata(demos, args.embodiment_tag)
+    processor = make_processor(cfg, metadata, tokenizer, args.embodiment_tag)
+    params, history = train(cfg, params, processor, demos, settings, log=log)
+    info = {"task": args.task, "instruction": demos.instruction, "episodes": demos.num_episodes,
+            "frames": demos.num_frames, "collect_frames_per_second": report.frames_per_second,
+            "settings": dataclasses.asdict(settings), "loss_first": history[0]["loss"],
+            "loss_last": history[-1]["loss"]}
+    step_dir = save_checkpoint(out, settings.steps, params, cfg, metadata, tokenizer_dir, base_assets=base_assets,
+                               sft_info=info)
+    (out / "sft_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
+    log(f"wrote {step_dir}")
+    return step_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
