@@ -52,28 +52,8 @@ def lerobot_groot() -> types.SimpleNamespace:
 
 def eagle_hf_config(cfg: EagleBackboneConfig, attn_implementation: str = "eager"):
     """The Eagle 2.5 VL config GR00T would load, at ``cfg``'s sizes, with an attention backend that runs on CPU."""
-    v, t = cfg.vision, cfg.text
-    vision_config = dict(
-        model_type="siglip_vision_model", hidden_size=v.hidden_size, intermediate_size=v.intermediate_size,
-        num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
-        num_channels=v.num_channels, image_size=v.image_size, patch_size=v.patch_size,
-        layer_norm_eps=v.layer_norm_eps, hidden_act="gelu_pytorch_tanh")
-    if not v.has_pooling_head:
-        vision_config["vision_use_head"] = False
-    text_config = dict(
-        architectures=["Qwen3ForCausalLM"], vocab_size=t.vocab_size, hidden_size=t.hidden_size,
-        intermediate_size=t.intermediate_size, num_hidden_layers=t.num_hidden_layers,
-        num_attention_heads=t.num_attention_heads, num_key_value_heads=t.num_key_value_heads, head_dim=t.head_dim,
-        rms_norm_eps=t.rms_norm_eps, rope_theta=t.rope_theta, tie_word_embeddings=t.tie_word_embeddings,
-        hidden_act="silu", attention_bias=False, max_position_embeddings=40960)
-    hf = lerobot_groot().Eagle25VLConfig(
-        vision_config=vision_config, text_config=text_config, select_layer=-1, force_image_size=v.image_size,
-        use_pixel_shuffle=False, mlp_connector_layers=1, image_token_index=cfg.image_token_index,
-        template="qwen3-chat", dynamic_image_size=True, use_thumbnail=True, max_dynamic_tiles=12,
-        _attn_implementation=attn_implementation)
-    hf.vision_config._attn_implementation = attn_implementation
-    hf.text_config._attn_implementation = attn_implementation
-    return hf
+    from gr00t_port.reference_torch import eagle_config
+    return eagle_config(cfg, attn_implementation)
 
 
 def randomize_(module: torch.nn.Module, seed: int) -> torch.nn.Module:
