@@ -50,10 +50,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by a run's inputs (checkpoint, env, logger backend, model choice, video dir): one line."""
     from jaxrl_isaac.bridge import BridgeError
     from jaxrl_isaac.checkpoints import CheckpointError
-    from jaxrl_isaac.envs.contract import EnvInputError
+    from jaxrl_isaac.envs.contract import EnvInputError, EnvOutputError
     from jaxrl_isaac.envs.isaaclab.launcher import IsaacLabNotInstalled
     from jaxrl_isaac.metric_logger import LoggerBackendError
     from jaxrl_isaac.runner import UnsupportedModel
     from jaxrl_isaac.video import VideoError
-    return (CheckpointError, EnvInputError, IsaacLabNotInstalled, LoggerBackendError, BridgeError, UnsupportedModel,
+    return (CheckpointError, EnvInputError, EnvOutputError, IsaacLabNotInstalled, LoggerBackendError, BridgeError, UnsupportedModel,
             VideoError)

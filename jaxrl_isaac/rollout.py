@@ -32,7 +32,7 @@ import torch
 
 from jaxrl_isaac import bridge
 from jaxrl_isaac.algorithms.embodied import Trajectory
-from jaxrl_isaac.envs.contract import POLICY_GROUP, VecEnv
+from jaxrl_isaac.envs.contract import POLICY_GROUP, VecEnv, check_finite
 from jaxrl_isaac.models.policy import Policy
 
 if TYPE_CHECKING:
@@ -108,7 +108,10 @@ class RolloutCollector:
         self._obs = None
 
     def _read(self, obs) -> dict[str, jax.Array]:
-        return bridge.tree_torch_to_jax(self.policy.read_obs(obs[POLICY_GROUP]))
+        model_obs = self.policy.read_obs(obs[POLICY_GROUP])
+        for key, value in model_obs.items():  # a NaN observation would silently poison the update
+            check_finite(f"observation {key!r}", value)
+        return bridge.tree_torch_to_jax(model_obs)
 
     def collect(self, params: Any, rng: jax.Array, global_step: int) -> tuple[Trajectory, dict[str, float]]:
         s, env, rec = self.s, self.env, self.recorder
@@ -148,6 +151,7 @@ class RolloutCollector:
                         rec.add_frame(self._obs[POLICY_GROUP]["table_cam"], reward, raw_terminated, truncated,
                                       success, extras)
                         chunk_video_time += time.perf_counter() - tv
+                check_finite(f"reward (global step {global_step + 1}, chunk {t})", chunk_reward)
                 t2 = time.perf_counter()
                 timings["time/policy"] += t1 - t0
                 timings["time/env_step"] += t2 - t1 - chunk_video_time

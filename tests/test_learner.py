@@ -120,3 +120,30 @@ def test_ppo_learns_point_reaching():
         success.append(metrics["env/success_once"])
     assert np.mean(success[:3]) < 0.5
     assert np.mean(success[-5:]) > np.mean(success[:3]) + 0.3, success
+
+
+@pytest.mark.parametrize("where", ["reward", "observation"])
+def test_nan_from_the_env_is_one_clear_error(where):
+    from jaxrl_isaac.envs.contract import EnvOutputError
+
+    class NaNEnv(PointEnv):
+        def step(self, action):
+            out = list(super().step(action))
+            if where == "reward" and self.steps_taken == 3:
+                out[1][2] = float("nan")
+            return tuple(out)
+
+        def _obs(self):
+            obs = super()._obs()
+            if where == "observation" and self.steps_taken == 2:
+                obs["policy"]["target_pos"][1, 0] = float("inf")
+            return obs
+
+    env = NaNEnv(num_envs=4, max_episode_steps=6)
+    policy = BaselinePolicy(CFG)
+    collector = RolloutCollector(env, policy, RolloutSettings(num_action_chunks=2, chunk_steps=3))
+    params = policy.init(jax.random.PRNGKey(0), {"state": jnp.zeros((1, 6))})
+    message = r"NaN or inf in reward .* for env\(s\) \[2\]" if where == "reward" else \
+        r"NaN or inf in observation 'state' for env\(s\) \[1\]"
+    with pytest.raises(EnvOutputError, match=message):
+        collector.collect(params, jax.random.PRNGKey(0), global_step=0)

@@ -35,6 +35,20 @@ class EnvInputError(ValueError):
     """A bad action (or other input) was given to an env; raised before the simulator is touched."""
 
 
+class EnvOutputError(ValueError):
+    """An env returned something unusable (NaN/inf reward or observation); raised before it reaches training."""
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """One line naming the term and the envs if a float tensor (leading axis = env) holds NaN or inf."""
+    if x.dtype.is_floating_point:
+        finite = torch.isfinite(x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(-1, 1))
+        if not bool(finite.all()):
+            bad = (~finite).any(dim=1).nonzero().flatten().tolist()
+            raise EnvOutputError(f"the env returned NaN or inf in {name} for env(s) {bad[:8]}"
+                                 f"{' ...' if len(bad) > 8 else ''}")
+
+
 class UnknownTaskId(EnvInputError, KeyError):
     """A task id no backend registers. A KeyError too (registries are mappings), but printed without quotes."""
 
