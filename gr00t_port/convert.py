@@ -622,6 +622,12 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, *, fmt: str | None = 
     elif "gr00t_config" in assets:
         cfg = GR00TConfig.from_dict(assets["gr00t_config"])
         cfg_json = assets.get("hf_config")
+        if cfg_json is None:  # one of our own checkpoints (SFT, RL): describe it from its GR00TConfig
+            cfg_json = checkpoint_config_json(cfg)
+            if eagle_config is None and assets.get("eagle_config") is None and \
+                    cfg.backbone.replace(dtype="float32", param_dtype="float32", remat_policy="nothing_saveable") \
+                    != EagleBackboneConfig.full():
+                eagle_config = eagle_config_json(cfg.backbone)
     else:
         raise ConversionError(f"{src} has no 'gr00t_config' in its assets; pass --model-config")
     if "value_head" in params.get("action_head", {}):
@@ -699,8 +705,9 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, *, fmt: str | None = 
                                                  indent=2) + "\n")
     if cfg_json is not None:
         (dst / CONFIG_FILE).write_text(json.dumps(cfg_json, indent=2) + "\n")
-    if assets.get("eagle_config") is not None:
-        (dst / EAGLE_CONFIG_FILE).write_text(json.dumps(assets["eagle_config"], indent=2) + "\n")
+    eagle_out = eagle_config if eagle_config is not None else assets.get("eagle_config")
+    if eagle_out is not None:
+        (dst / EAGLE_CONFIG_FILE).write_text(json.dumps(eagle_out, indent=2) + "\n")
     if assets.get("metadata") is not None:
         (dst / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
         (dst / METADATA_FILE).write_text(json.dumps(assets["metadata"], indent=2) + "\n")
@@ -764,6 +771,42 @@ def write_random_checkpoint(dst: Path, cfg: GR00TConfig, *, config_json: Mapping
         weight_map.update({specs[j][0]: name for j in group})
     (dst / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
     (dst / CONFIG_FILE).write_text(json.dumps(config_json or n15_checkpoint_config(), indent=2))
+
+
+def checkpoint_config_json(cfg: GR00TConfig) -> dict:
+    """A GR00T N1.5 ``config.json`` describing ``cfg`` (for checkpoints of ours that were never a torch
+    checkpoint, e.g. SFT output): ``GR00TConfig.from_checkpoint_config`` reads it back to the same model."""
+    from gr00t_port.reference_torch import action_head_config  # a plain dict builder; torch is not imported
+    head = action_head_config(cfg.action_head)
+    return {"model_type": "gr00t_n1_5", "architectures": ["GR00T_N1_5"], "action_dim": head["action_dim"],
+            "action_horizon": head["action_horizon"], "hidden_size": cfg.backbone.output_dim,
+            "model_dtype": "float32",
+            "backbone_cfg": {"load_bf16": False, "project_to_dim": None, "reproject_vision": False,
+                             "select_layer": cfg.backbone.select_layer, "tune_llm": False, "tune_visual": True,
+                             "use_flash_attention": True},
+            "action_head_cfg": head}
+
+
+def eagle_config_json(b: EagleBackboneConfig) -> dict:
+    """The Eagle 2.5 VL ``config.json`` for backbone sizes ``b`` (written as ``eagle_config.json``), in the form
+    ``EagleBackboneConfig.from_hf`` parses."""
+    v, t = b.vision, b.text
+    return {
+        "image_token_index": b.image_token_index, "use_pixel_shuffle": False, "mlp_connector_layers": 1,
+        "select_layer": -1, "force_image_size": v.image_size, "template": "qwen3-chat",
+        "vision_config": {"model_type": "siglip_vision_model", "hidden_act": "gelu_pytorch_tanh",
+                          "hidden_size": v.hidden_size, "intermediate_size": v.intermediate_size,
+                          "num_hidden_layers": v.num_hidden_layers, "num_attention_heads": v.num_attention_heads,
+                          "num_channels": v.num_channels, "image_size": v.image_size, "patch_size": v.patch_size,
+                          "layer_norm_eps": v.layer_norm_eps, "vision_use_head": v.has_pooling_head},
+        "text_config": {"architectures": ["Qwen3ForCausalLM"], "hidden_act": "silu", "attention_bias": False,
+                        "rope_scaling": None, "use_sliding_window": False, "vocab_size": t.vocab_size,
+                        "hidden_size": t.hidden_size, "intermediate_size": t.intermediate_size,
+                        "num_hidden_layers": t.num_hidden_layers, "num_attention_heads": t.num_attention_heads,
+                        "num_key_value_heads": t.num_key_value_heads, "head_dim": t.head_dim,
+                        "rms_norm_eps": t.rms_norm_eps, "rope_theta": t.rope_theta,
+                        "tie_word_embeddings": t.tie_word_embeddings},
+    }
 
 
 def n15_checkpoint_config() -> dict:
