@@ -51,6 +51,7 @@ class LossSettings:
     value_clip: float = 0.2
     huber_delta: float | None = 10.0    # None = squared error
     entropy_bonus: float = 0.0
+    critic_warmup_steps: int = 0        # optimizer steps that train only the value head (RLinf's critic warm-up)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,12 +118,12 @@ def make_update_fn(policy: Policy, tx: optax.GradientTransformation, loss: LossS
     n_minibatch, n_micro, micro_global = sched.shape(dp)
     micro_spec = NamedSharding(mesh, P(None, None, sharding.DATA_AXIS))
 
-    def loss_fn(params, mb):
+    def loss_fn(params, mb, actor_weight):
         ev = policy.evaluate(params, mb["obs"], mb["train_inputs"])
         actor = ppo.ppo_actor_loss(ev.logprob, mb["logprob"], mb["advantages"], mb["mask"],
                                    clip_ratio_low=loss.clip_ratio_low, clip_ratio_high=loss.clip_ratio_high,
                                    clip_ratio_c=loss.clip_ratio_c)
-        total = actor.loss
+        total = actor_weight * actor.loss
         metrics = {"actor/policy_loss": actor.loss, "actor/approx_kl": actor.approx_kl,
                    "actor/pg_clipfrac": actor.clipfrac, "actor/ratio": actor.ratio_mean,
                    "actor/entropy": masked_mean(ev.entropy, mb["mask"])}
@@ -139,9 +140,17 @@ def make_update_fn(policy: Policy, tx: optax.GradientTransformation, loss: LossS
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def minibatch_step(state: TrainState, minibatch):
+    warmup = loss.critic_warmup_steps
+    steps_per_update = sched.update_epoch * n_minibatch
+
+    def minibatch_step(carry, minibatch):
+        state, opt_step = carry
+        # Critic warm-up (RLinf's critic_warmup_steps): the policy loss is dropped and only the value head moves.
+        in_warmup = opt_step < warmup
+        actor_weight = jnp.where(in_warmup, 0.0, 1.0)
+
         def micro_step(acc, micro):
-            (_, metrics), grads = grad_fn(state.params, micro)
+            (_, metrics), grads = grad_fn(state.params, micro, actor_weight)
             return jax.tree.map(jnp.add, acc, grads), metrics
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
@@ -149,6 +158,10 @@ def make_update_fn(policy: Policy, tx: optax.GradientTransformation, loss: LossS
         grads = jax.tree.map(lambda g: g / n_micro, grads)
         grad_norm = optax.global_norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        if warmup:  # no update (not even weight decay) for the policy's parameters during the warm-up
+            updates = jax.tree_util.tree_map_with_path(
+                lambda path, u: u if policy.is_value_param(tuple(_key(p) for p in path)) else u * actor_weight,
+                updates)
         params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
@@ -156,7 +169,8 @@ def make_update_fn(policy: Policy, tx: optax.GradientTransformation, loss: LossS
                               skipped_updates=state.skipped_updates + (~finite).astype(jnp.int32))
         metrics = jax.tree.map(jnp.mean, metrics)
         metrics["actor/grad_norm"] = grad_norm
-        return state, metrics
+        metrics["actor/critic_warmup"] = in_warmup.astype(jnp.float32)
+        return (state, opt_step + 1), metrics
 
     def update(state: TrainState, batch: dict, rng: jax.Array):
         perm = jax.random.permutation(rng, sched.num_samples)  # one shuffle per global step, as RLinf
@@ -167,10 +181,11 @@ def make_update_fn(policy: Policy, tx: optax.GradientTransformation, loss: LossS
 
         minibatches = jax.tree.map(to_minibatches, batch)
 
-        def epoch(state, _):
-            return jax.lax.scan(minibatch_step, state, minibatches)
+        def epoch(carry, _):
+            return jax.lax.scan(minibatch_step, carry, minibatches)
 
-        state, metrics = jax.lax.scan(epoch, state, None, length=sched.update_epoch)
+        first_opt_step = state.step * steps_per_update  # optimizer steps taken by earlier global steps
+        (state, _), metrics = jax.lax.scan(epoch, (state, first_opt_step), None, length=sched.update_epoch)
         metrics = jax.tree.map(jnp.mean, metrics)
         metrics["actor/skipped_updates"] = state.skipped_updates.astype(jnp.float32)
         return state.replace(step=state.step + 1), metrics

@@ -73,7 +73,8 @@ def _loss_settings(cfg) -> learner.LossSettings:
     a = cfg.algorithm
     return learner.LossSettings(loss_type=a.loss_type, clip_ratio_low=a.clip_ratio_low,
                                 clip_ratio_high=a.clip_ratio_high, clip_ratio_c=a.clip_ratio_c,
-                                value_clip=a.value_clip, huber_delta=a.huber_delta, entropy_bonus=a.entropy_bonus)
+                                value_clip=a.value_clip, huber_delta=a.huber_delta, entropy_bonus=a.entropy_bonus,
+                                critic_warmup_steps=cfg.actor.optim.critic_warmup_steps)
 
 
 def _optim_settings(cfg) -> learner.OptimSettings:

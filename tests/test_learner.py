@@ -147,3 +147,27 @@ def test_nan_from_the_env_is_one_clear_error(where):
         r"NaN or inf in observation 'state' for env\(s\) \[1\]"
     with pytest.raises(EnvOutputError, match=message):
         collector.collect(params, jax.random.PRNGKey(0), global_step=0)
+
+
+def test_critic_warmup_trains_only_the_value_head():
+    policy = BaselinePolicy(CFG)
+    mesh = sharding.make_mesh([0])
+    params = policy.init(jax.random.PRNGKey(0), {"state": jnp.zeros((1, 6))})
+    initial = jax.tree.map(np.array, params)
+    tx = learner.make_optimizer(learner.OptimSettings(lr=1e-3, value_lr=2e-3), policy.is_value_param)
+    # 2 minibatches x 2 epochs = 4 optimizer steps per global step; warm up for the first 6.
+    sched = learner.Schedule(num_samples=32, global_batch_size=16, micro_batch_size=8, update_epoch=2)
+    update = learner.make_update_fn(policy, tx, learner.LossSettings(critic_warmup_steps=6), sched, mesh)
+    state = learner.init_train_state(params, tx)
+    state, m1 = update(state, _batch(), jax.random.PRNGKey(1))
+    after_1 = jax.tree.map(np.array, state.params)
+    before = jax.tree_util.tree_flatten_with_path(initial)[0]
+    after = jax.tree_util.tree_flatten_with_path(after_1)[0]
+    for (path, x), (_, y) in zip(before, after):
+        is_value = policy.is_value_param(tuple(str(getattr(p, "key", p)) for p in path))
+        # Only the value head moves; weight decay must not touch the policy's parameters either.
+        assert (not np.array_equal(x, y)) == is_value, jax.tree_util.keystr(path)
+    assert float(m1["actor/critic_warmup"]) == 1.0
+    state, m2 = update(state, _batch(seed=1), jax.random.PRNGKey(2))  # optimizer steps 4..7: 2 warm, 2 not
+    assert float(m2["actor/critic_warmup"]) == 0.5
+    assert not np.allclose(np.asarray(state.params["action_mean"]["kernel"]), after_1["action_mean"]["kernel"])
