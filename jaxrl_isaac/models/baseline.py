@@ -13,7 +13,6 @@ from typing import Any, Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import torch
 
 from jaxrl_isaac.models.policy import PolicyEval, PolicySample
@@ -144,14 +143,3 @@ class BaselinePolicy:
     @staticmethod
     def is_value_param(path: tuple[str, ...]) -> bool:
         return any(p.startswith("value_head") for p in path)
-
-
-def fake_obs(cfg: BaselineConfig, batch: int, state_dim: int, image_hw: tuple[int, int] = (64, 64)) -> dict:
-    """Zero observations with the right shapes (for init and shape tests)."""
-    obs = {f"image/{k}": jnp.zeros((batch, *image_hw, 3), jnp.uint8) for k in cfg.image_keys}
-    obs["state"] = jnp.zeros((batch, state_dim), jnp.float32)
-    return obs
-
-
-def param_count(params) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
