@@ -189,7 +189,7 @@ class EagleBackboneConfig:
 _REQUIRED = object()
 
 
-def _get(cfg: Mapping[str, Any], key: str, where: str, default: Any = _REQUIRED) -> Any:
+def config_value(cfg: Mapping[str, Any], key: str, where: str, default: Any = _REQUIRED) -> Any:
     """``cfg[key]``; a missing size key is an error (HF's own defaults describe other models, not GR00T)."""
     value = cfg.get(key, default)
     if value is _REQUIRED or value is None and default is _REQUIRED:
@@ -197,37 +197,37 @@ def _get(cfg: Mapping[str, Any], key: str, where: str, default: Any = _REQUIRED)
     return value
 
 
-def _require(cfg: Mapping[str, Any], key: str, allowed: tuple, where: str) -> None:
+def check_supported(cfg: Mapping[str, Any], key: str, allowed: tuple, where: str) -> None:
     if key in cfg and cfg[key] not in allowed:
         raise ValueError(f"{where}.{key}={cfg[key]!r} is not supported by the port (supported: {allowed})")
 
 
 def _parse_eagle_config(eagle: Mapping[str, Any]) -> tuple[SiglipConfig, Qwen3Config, int]:
     where = "eagle_config"
-    v = _get(eagle, "vision_config", where)
-    t = _get(eagle, "text_config", where)
-    image_token_index = int(_get(eagle, "image_token_index", where))
+    v = config_value(eagle, "vision_config", where)
+    t = config_value(eagle, "text_config", where)
+    image_token_index = int(config_value(eagle, "image_token_index", where))
     # Eagle options GR00T N1.5 does not use; a config that turns them on describes another model.
-    _require(eagle, "use_pixel_shuffle", (False,), where)
-    _require(eagle, "mlp_connector_layers", (1,), where)
-    _require(eagle, "select_layer", (-1,), where)  # Eagle's own ViT layer choice: -1 = last_hidden_state
-    _require(eagle, "use_backbone_lora", (0, False, None), where)
-    _require(eagle, "use_llm_lora", (0, False, None), where)
+    check_supported(eagle, "use_pixel_shuffle", (False,), where)
+    check_supported(eagle, "mlp_connector_layers", (1,), where)
+    check_supported(eagle, "select_layer", (-1,), where)  # Eagle's own ViT layer choice: -1 = last_hidden_state
+    check_supported(eagle, "use_backbone_lora", (0, False, None), where)
+    check_supported(eagle, "use_llm_lora", (0, False, None), where)
 
     vwhere = f"{where}.vision_config"
-    _require(v, "model_type", ("siglip_vision_model",), vwhere)
-    _require(v, "hidden_act", ("gelu_pytorch_tanh",), vwhere)
+    check_supported(v, "model_type", ("siglip_vision_model",), vwhere)
+    check_supported(v, "hidden_act", ("gelu_pytorch_tanh",), vwhere)
     vision = SiglipConfig(
-        hidden_size=int(_get(v, "hidden_size", vwhere)),
-        intermediate_size=int(_get(v, "intermediate_size", vwhere)),
-        num_hidden_layers=int(_get(v, "num_hidden_layers", vwhere)),
-        num_attention_heads=int(_get(v, "num_attention_heads", vwhere)),
-        num_channels=int(_get(v, "num_channels", vwhere, 3)),
-        image_size=int(_get(v, "image_size", vwhere)),
-        patch_size=int(_get(v, "patch_size", vwhere)),
-        layer_norm_eps=float(_get(v, "layer_norm_eps", vwhere, 1e-6)),
+        hidden_size=int(config_value(v, "hidden_size", vwhere)),
+        intermediate_size=int(config_value(v, "intermediate_size", vwhere)),
+        num_hidden_layers=int(config_value(v, "num_hidden_layers", vwhere)),
+        num_attention_heads=int(config_value(v, "num_attention_heads", vwhere)),
+        num_channels=int(config_value(v, "num_channels", vwhere, 3)),
+        image_size=int(config_value(v, "image_size", vwhere)),
+        patch_size=int(config_value(v, "patch_size", vwhere)),
+        layer_norm_eps=float(config_value(v, "layer_norm_eps", vwhere, 1e-6)),
         # transformers builds the MAP head unless the config sets vision_use_head=False.
-        has_pooling_head=bool(_get(v, "vision_use_head", vwhere, True)),
+        has_pooling_head=bool(config_value(v, "vision_use_head", vwhere, True)),
     )
     force = eagle.get("force_image_size")
     if force is not None and int(force) != vision.image_size:
@@ -239,23 +239,23 @@ def _parse_eagle_config(eagle: Mapping[str, Any]) -> tuple[SiglipConfig, Qwen3Co
     architectures = t.get("architectures") or []
     if architectures[:1] != ["Qwen3ForCausalLM"]:
         raise ValueError(f"{twhere}.architectures={architectures} is not supported (only Qwen3ForCausalLM)")
-    _require(t, "hidden_act", ("silu",), twhere)
-    _require(t, "attention_bias", (False,), twhere)
-    _require(t, "rope_scaling", (None,), twhere)
-    _require(t, "use_sliding_window", (False,), twhere)
-    heads = int(_get(t, "num_attention_heads", twhere))
+    check_supported(t, "hidden_act", ("silu",), twhere)
+    check_supported(t, "attention_bias", (False,), twhere)
+    check_supported(t, "rope_scaling", (None,), twhere)
+    check_supported(t, "use_sliding_window", (False,), twhere)
+    heads = int(config_value(t, "num_attention_heads", twhere))
     # Defaults below are transformers' Qwen3Config defaults, used only for keys a serialized config may omit.
     text = Qwen3Config(
-        vocab_size=int(_get(t, "vocab_size", twhere)),
-        hidden_size=int(_get(t, "hidden_size", twhere)),
-        intermediate_size=int(_get(t, "intermediate_size", twhere)),
-        num_hidden_layers=int(_get(t, "num_hidden_layers", twhere)),
+        vocab_size=int(config_value(t, "vocab_size", twhere)),
+        hidden_size=int(config_value(t, "hidden_size", twhere)),
+        intermediate_size=int(config_value(t, "intermediate_size", twhere)),
+        num_hidden_layers=int(config_value(t, "num_hidden_layers", twhere)),
         num_attention_heads=heads,
         num_key_value_heads=int(t.get("num_key_value_heads") or heads),
-        head_dim=int(_get(t, "head_dim", twhere, 128)),
-        rms_norm_eps=float(_get(t, "rms_norm_eps", twhere, 1e-6)),
-        rope_theta=float(_get(t, "rope_theta", twhere, 10_000.0)),
-        tie_word_embeddings=bool(_get(t, "tie_word_embeddings", twhere, False)),
+        head_dim=int(config_value(t, "head_dim", twhere, 128)),
+        rms_norm_eps=float(config_value(t, "rms_norm_eps", twhere, 1e-6)),
+        rope_theta=float(config_value(t, "rope_theta", twhere, 10_000.0)),
+        tie_word_embeddings=bool(config_value(t, "tie_word_embeddings", twhere, False)),
     )
     return vision, text, image_token_index
 

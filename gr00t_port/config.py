@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from gr00t_port.backbone_config import NO_REMAT, EagleBackboneConfig, Qwen3Config, SiglipConfig
+from gr00t_port.backbone_config import (NO_REMAT, EagleBackboneConfig, Qwen3Config, SiglipConfig,
+                                         check_supported, config_value)
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -167,14 +168,14 @@ class ActionHeadConfig:
         if action_head_cfg.get("load_pretrained_det_decode_layer_path") is not None:
             raise ValueError(f"{where}.load_pretrained_det_decode_layer_path is not supported (N1.5: None)")
         d = dict(action_head_cfg)
-        dit_cfg = _get(d, "diffusion_model_cfg", where)
-        vlsa_cfg = _get(d, "vl_self_attention_cfg", where) if d.get("use_vlln", True) else None
+        dit_cfg = config_value(d, "diffusion_model_cfg", where)
+        vlsa_cfg = config_value(d, "vl_self_attention_cfg", where) if d.get("use_vlln", True) else None
         kw: dict[str, Any] = {}
         # Sizes without a usable reference default are required; the rest default to FlowmatchingActionHeadConfig's
         # own defaults, which equal this class's.
         for key in ("action_dim", "action_horizon", "hidden_size", "input_embedding_dim", "backbone_embedding_dim",
                     "max_state_dim", "num_inference_timesteps"):
-            kw[key] = int(_get(d, key, where))
+            kw[key] = int(config_value(d, key, where))
         for key in ("max_num_embodiments", "num_target_vision_tokens", "max_seq_len", "num_timestep_buckets"):
             if key in d:
                 kw[key] = int(d[key])
@@ -271,46 +272,31 @@ _HEAD_KEYS = {
 _HEAD_IGNORED_KEYS = {"max_action_dim", "model_dtype", "tune_projector", "tune_diffusion_model", "detection_coeff",
                       "freeze_decode_layer"}
 
-_REQUIRED = object()
-
-
-def _get(cfg: Mapping[str, Any], key: str, where: str, default: Any = _REQUIRED) -> Any:
-    value = cfg.get(key, default)
-    if value is _REQUIRED or value is None:
-        raise ValueError(f"{where} has no {key!r} entry")
-    return value
-
-
-def _require(cfg: Mapping[str, Any], key: str, allowed: tuple, where: str) -> None:
-    if key in cfg and cfg[key] not in allowed:
-        raise ValueError(f"{where}.{key}={cfg[key]!r} is not supported by the port (supported: {allowed})")
-
-
 def _common_block_checks(cfg: Mapping[str, Any], where: str) -> None:
     # DiT / SelfAttentionTransformer constructor arguments that N1.5 leaves at these values; anything else
     # changes the block math.
-    _require(cfg, "positional_embeddings", (None,), where)
-    _require(cfg, "activation_fn", ("gelu-approximate",), where)
-    _require(cfg, "attention_bias", (True,), where)
-    _require(cfg, "upcast_attention", (False,), where)
-    _require(cfg, "final_dropout", (True,), where)
+    check_supported(cfg, "positional_embeddings", (None,), where)
+    check_supported(cfg, "activation_fn", ("gelu-approximate",), where)
+    check_supported(cfg, "attention_bias", (True,), where)
+    check_supported(cfg, "upcast_attention", (False,), where)
+    check_supported(cfg, "final_dropout", (True,), where)
 
 
 def _parse_dit(cfg: Mapping[str, Any], where: str) -> DiTConfig:
     _common_block_checks(cfg, where)
-    _require(cfg, "norm_type", ("ada_norm",), where)
-    _require(cfg, "norm_elementwise_affine", (False,), where)
+    check_supported(cfg, "norm_type", ("ada_norm",), where)
+    check_supported(cfg, "norm_elementwise_affine", (False,), where)
     # AdaLayerNorm is built with its own eps default (1e-5) whatever norm_eps says; one value keeps both exact.
-    _require(cfg, "norm_eps", (1e-5,), where)
+    check_supported(cfg, "norm_eps", (1e-5,), where)
     if cfg.get("interleave_self_attention") is not True:
         raise ValueError(f"{where}.interleave_self_attention={cfg.get('interleave_self_attention')!r} is not "
                          f"supported (N1.5: true)")
     return DiTConfig(
-        num_heads=int(_get(cfg, "num_attention_heads", where)),
-        head_dim=int(_get(cfg, "attention_head_dim", where)),
-        num_layers=int(_get(cfg, "num_layers", where)),
-        output_dim=int(_get(cfg, "output_dim", where)),
-        cross_attention_dim=int(_get(cfg, "cross_attention_dim", where)),
+        num_heads=int(config_value(cfg, "num_attention_heads", where)),
+        head_dim=int(config_value(cfg, "attention_head_dim", where)),
+        num_layers=int(config_value(cfg, "num_layers", where)),
+        output_dim=int(config_value(cfg, "output_dim", where)),
+        cross_attention_dim=int(config_value(cfg, "cross_attention_dim", where)),
         dropout=float(cfg.get("dropout", 0.1)),  # DiT's constructor default
     )
 
@@ -318,8 +304,8 @@ def _parse_dit(cfg: Mapping[str, Any], where: str) -> DiTConfig:
 def _parse_vlsa(cfg: Mapping[str, Any], where: str) -> VLSelfAttentionConfig:
     _common_block_checks(cfg, where)
     return VLSelfAttentionConfig(
-        num_heads=int(_get(cfg, "num_attention_heads", where)),
-        head_dim=int(_get(cfg, "attention_head_dim", where)),
-        num_layers=int(_get(cfg, "num_layers", where)),
+        num_heads=int(config_value(cfg, "num_attention_heads", where)),
+        head_dim=int(config_value(cfg, "attention_head_dim", where)),
+        num_layers=int(config_value(cfg, "num_layers", where)),
         dropout=float(cfg.get("dropout", 0.1)),  # SelfAttentionTransformer's constructor default
     )
