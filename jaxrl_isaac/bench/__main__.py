@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = {"env": "jaxrl_isaac.bench.env", "bridge": "jaxrl_isaac.bench.bridge", "gr00t": "jaxrl_isaac.bench.gr00t"}
+SUITES = {"env": "jaxrl_isaac.bench.env", "bridge": "jaxrl_isaac.bench.bridge", "gr00t": "jaxrl_isaac.bench.gr00t",
+          "experts": "jaxrl_isaac.bench.experts"}
 
 
 def main(argv: list[str] | None = None) -> int:
