@@ -83,6 +83,29 @@ class ModalityLayout:
     action_keys: tuple[str, ...]
     action_modes: tuple[str, ...]
 
+    def __post_init__(self):
+        for kind in ("state", "action"):
+            keys, modes = getattr(self, f"{kind}_keys"), getattr(self, f"{kind}_modes")
+            if len(keys) != len(modes) or len(set(keys)) != len(keys):
+                raise ValueError(f"ModalityLayout: {kind}_keys {keys} must be unique and align with {kind}_modes "
+                                 f"{modes}")
+
+    def to_dict(self) -> dict[str, list[str]]:
+        """JSON form, stored in checkpoint assets as ``modality_layout``."""
+        return {f.name: list(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "modality_layout") -> "ModalityLayout":
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(d, dict) or sorted(d) != sorted(names):
+            got = sorted(d) if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"{source} must have exactly the keys {names}, got {got}")
+        return cls(**{k: tuple(str(v) for v in d[k]) for k in names})
+
+    def with_state_keys(self, state_keys: Sequence[str], mode: str = "min_max") -> "ModalityLayout":
+        """The same layout with other state keys, all normalized with ``mode``."""
+        return dataclasses.replace(self, state_keys=tuple(state_keys), state_modes=(mode,) * len(state_keys))
+
 
 _FRANKA_EEF_KEYS = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
 

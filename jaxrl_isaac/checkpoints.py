@@ -35,6 +35,9 @@ class Checkpointer:
         self._mngr = _manager(self.root, max_to_keep)
 
     def save(self, step: int, params: Any, train_state: Any, assets: dict) -> Path:
+        if step in self._mngr.all_steps():
+            # A resumed run re-creates a step the interrupted run had already written (same seed, same result).
+            self._mngr.delete(step)
         self._mngr.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(params),
             train_state=ocp.args.StandardSave(train_state),
@@ -44,6 +47,16 @@ class Checkpointer:
 
     def close(self) -> None:
         self._mngr.close()
+
+
+def existing_steps(root: str | os.PathLike) -> list[int]:
+    """Steps with a ``global_step_<N>`` directory under ``root`` (empty if ``root`` does not exist)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    prefix = f"{STEP_PREFIX}_"
+    return sorted(int(d.name[len(prefix):]) for d in root.iterdir()
+                  if d.is_dir() and d.name.startswith(prefix) and d.name[len(prefix):].isdigit())
 
 
 def resolve_step_dir(path: str | os.PathLike, items: tuple[str, ...] = ("params", "train_state", "assets")

@@ -234,15 +234,23 @@ class Evaluator:
 
 def load_params(cfg, evaluator: Evaluator) -> tuple[Any, int]:
     """The params to evaluate and their global step: ``runner.ckpt_path``'s params (shape-checked against the
-    configured policy), or freshly initialised ones at step 0 when no checkpoint is given."""
+    configured policy), or the policy's own initial params at step 0 when no checkpoint is given (for GR00T: the
+    ``actor.model.model_path`` checkpoint, e.g. an SFT result)."""
     import jax
     from jaxrl_isaac import checkpoints
     params = evaluator.init_params(jax.random.fold_in(jax.random.PRNGKey(cfg.actor.seed), 0x1A17))
     if not cfg.runner.ckpt_path:
-        log.warning("runner.ckpt_path is not set: evaluating freshly initialised params")
+        if not _evaluates_model_path(cfg):
+            log.warning("runner.ckpt_path is not set: evaluating freshly initialised params")
         return params, 0
     _, step = checkpoints.resolve_step_dir(cfg.runner.ckpt_path, items=("params",))
     return checkpoints.restore_params(cfg.runner.ckpt_path, params), step
+
+
+def _evaluates_model_path(cfg) -> bool:
+    """GR00T with a checkpoint in ``actor.model.model_path`` and no ``runner.ckpt_path``: evaluate that one."""
+    m = cfg.actor.model
+    return not cfg.runner.ckpt_path and m.model_type == "gr00t" and bool(m.model_path)
 
 
 def run_eval(cfg, policy=None, env=None) -> tuple[dict[str, float], int]:
@@ -278,7 +286,8 @@ def print_table(metrics: dict[str, float], cfg, step: int, evaluator: Evaluator 
     from rich.console import Console
     from rich.table import Table
     split = cfg.env.eval
-    source = cfg.runner.ckpt_path or "freshly initialised params"
+    source = cfg.runner.ckpt_path or (cfg.actor.model.model_path if _evaluates_model_path(cfg)
+                                      else "freshly initialised params")
     console = Console()
     console.print(f"eval of {source} (global step {step}) on {split.init_params.id} ({split.env_type})",
                   soft_wrap=True)
@@ -305,21 +314,26 @@ def main(argv: list[str] | None = None) -> int:
     if parsed is None:
         return 2
     cfg, source = parsed
-    if not cfg.runner.ckpt_path:
+    if not cfg.runner.ckpt_path and not _evaluates_model_path(cfg):
         print("config error: runner.ckpt_path is required: the checkpoint to evaluate (<log_path>/checkpoints or "
-              ".../checkpoints/global_step_<N>)", file=sys.stderr)
+              ".../checkpoints/global_step_<N>; for GR00T, actor.model.model_path alone evaluates that checkpoint)",
+              file=sys.stderr)
         return 2
 
     from jaxrl_isaac.checkpoints import CheckpointError, resolve_step_dir
     try:  # a missing or incomplete checkpoint fails before anything is built
-        resolve_step_dir(cfg.runner.ckpt_path, items=("params",))
+        if cfg.runner.ckpt_path:
+            resolve_step_dir(cfg.runner.ckpt_path, items=("params",))
+        else:
+            resolve_step_dir(cfg.actor.model.model_path, items=("params", "assets"))
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not entrypoint.start_jax(cfg):
         return 2
 
-    log.info("config %s: evaluating %s on %s (%d envs x %d passes)", source, cfg.runner.ckpt_path,
+    log.info("config %s: evaluating %s on %s (%d envs x %d passes)", source,
+             cfg.runner.ckpt_path or cfg.actor.model.model_path,
              cfg.env.eval.init_params.id, cfg.env.eval.total_num_envs, cfg.env.eval.rollout_epoch)
     try:
         run_eval(cfg)

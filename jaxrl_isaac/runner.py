@@ -105,6 +105,12 @@ class EmbodiedRunner:
         if cfg.runner.only_eval:  # RLinf's eval runner: no train env, learner or optimizer
             self.policy = None  # run_eval builds the eval env, then the policy against it
             return
+        old = checkpoints.existing_steps(self.log_path / "checkpoints")
+        if old and not cfg.runner.resume_dir:
+            raise checkpoints.CheckpointError(
+                f"runner.logger.log_path={self.log_path} already holds checkpoints of another run (global steps "
+                f"{old[0]}..{old[-1]}); continue it with runner.resume_dir={self.log_path / 'checkpoints'} or pick "
+                f"a new log_path")
         self.env = env if env is not None else make_env(split)
         self.policy = build_policy(cfg, self.env)
         C = cfg.actor.model.num_action_chunks

@@ -38,7 +38,8 @@ import numpy as np
 
 SFT_TASK = "Embedded-Stack-Cube-Franka-IK-Rel-Visuomotor-v0"
 DEFAULT_EMBODIMENT_TAG = "isaaclab_franka"  # RLinf's IsaacLab Franka tag (projector slot 31)
-# RLinf's IsaacLab / LIBERO Franka modality layout: key -> dim (spec 3.5).
+# RLinf's IsaacLab / LIBERO Franka modality layout: key -> dim (spec 3.5). A task may extend the state
+# (the embedded reach task adds its target: ``TaskSpec.state_keys``).
 STATE_KEY_DIMS: tuple[tuple[str, int], ...] = (("x", 1), ("y", 1), ("z", 1), ("roll", 1), ("pitch", 1), ("yaw", 1),
                                                ("gripper", 2))
 ACTION_KEY_DIMS: tuple[tuple[str, int], ...] = (("x", 1), ("y", 1), ("z", 1), ("roll", 1), ("pitch", 1), ("yaw", 1),
@@ -56,7 +57,8 @@ class Demos:
     """Frames of successful expert episodes, flattened over episodes (N frames in all).
 
     table_images, wrist_images: (N, H, W, 3) uint8.
-    states: (N, 8) float32, RLinf's [eef_pos, axis-angle, gripper fingers].
+    states: (N, D) float32 in ``state_keys`` order; RLinf's [eef_pos, axis-angle, gripper fingers] (D = 8) unless the
+      task adds keys.
     actions: (N, 7) float32, the env action taken at that frame.
     action_chunks: (N, horizon, 7) float32, actions t .. t+horizon-1, edge-padded with the episode's last action.
     chunk_valid: (N, horizon) bool, False where the chunk is padding (recorded; the loss masks dims only, as
@@ -65,6 +67,7 @@ class Demos:
     """
 
     instruction: str
+    state_keys: tuple[tuple[str, int], ...]
     table_images: np.ndarray
     wrist_images: np.ndarray
     states: np.ndarray
@@ -111,7 +114,8 @@ def check_task(task_id: str) -> None:
                          f"{', '.join(TASK_IDS)}")
 
 
-def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_horizon: int = 16, cam: int = 64,
+def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_horizon: int = 16,
+                  cam: int | tuple[int, int] = 64,
                   seed: int = 0, max_episode_steps: int = 600, max_failed: int | None = None,
                   log: Callable[[str], None] = print) -> tuple[Demos, CollectionReport]:
     """Runs the scripted expert until ``num_episodes`` successful episodes are recorded (extra episodes that finish
@@ -120,24 +124,27 @@ def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_hori
     Raises RuntimeError when more than ``max_failed`` (default: max(10, num_episodes)) episodes fail.
     """
     check_task(task_id)
-    if num_episodes < 1 or num_envs < 1 or action_horizon < 1 or cam < 8:
+    cam_hw = (cam, cam) if isinstance(cam, int) else tuple(int(v) for v in cam)
+    if num_episodes < 1 or num_envs < 1 or action_horizon < 1 or min(cam_hw) < 8:
         raise ValueError(f"need episodes >= 1, num_envs >= 1, action_horizon >= 1, cam >= 8; got {num_episodes}, "
                          f"{num_envs}, {action_horizon}, {cam}")
     from jaxrl_isaac.envs import embedded, obs_mapping
     from jaxrl_isaac.envs.contract import POLICY_GROUP
 
     max_failed = max(10, num_episodes) if max_failed is None else max_failed
-    env = embedded.make(task_id, num_envs=num_envs, seed=seed, table_cam=(cam, cam), wrist_cam=(cam, cam),
+    env = embedded.make(task_id, num_envs=num_envs, seed=seed, table_cam=cam_hw, wrist_cam=cam_hw,
                         max_episode_steps=max_episode_steps)
     expert = embedded.make_expert(task_id, env)
     instruction = env.task_description
+    state_dim = sum(d for _, d in env.spec.state_keys)
     buffers: list[list[tuple]] = [[] for _ in range(num_envs)]
     episodes: list[list[tuple]] = []
     failed = env_steps = 0
     start = time.perf_counter()
     obs, _ = env.reset(seed=seed)
     while len(episodes) < num_episodes:
-        inputs = obs_mapping.to_model_inputs(obs[POLICY_GROUP], env.quat_order, instruction)
+        inputs = obs_mapping.to_model_inputs(obs[POLICY_GROUP], env.quat_order, instruction,
+                                             state_fn=env.spec.state_fn, state_dim=state_dim)
         action = expert(obs)
         table, wrist = inputs["table_image"].cpu().numpy(), inputs["wrist_image"].cpu().numpy()
         state, act = inputs["state"].cpu().numpy(), action.detach().cpu().numpy().astype(np.float32)
@@ -166,7 +173,7 @@ def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_hori
                                        np.full(len(frames), e, np.int32))):
             parts[name].append(value)
     cat = {name: np.concatenate(values) for name, values in parts.items()}
-    demos = Demos(instruction=instruction, table_images=cat["table"], wrist_images=cat["wrist"],
+    demos = Demos(instruction=instruction, state_keys=tuple(env.spec.state_keys), table_images=cat["table"], wrist_images=cat["wrist"],
                   states=cat["state"].astype(np.float32), actions=cat["action"].astype(np.float32),
                   action_chunks=cat["chunk"].astype(np.float32), chunk_valid=cat["valid"],
                   episode_index=cat["episode"], fps=float(round(1.0 / env.step_dt, 6)))
@@ -206,13 +213,13 @@ def build_metadata(demos: Demos, embodiment_tag: str = DEFAULT_EMBODIMENT_TAG) -
     vector = lambda dim: {"absolute": True, "rotation_type": None, "shape": [dim], "continuous": True}  # noqa: E731
     entry = {
         "statistics": {
-            "state": {k: key_statistics(v) for k, v in _split_keys(demos.states, STATE_KEY_DIMS).items()},
+            "state": {k: key_statistics(v) for k, v in _split_keys(demos.states, demos.state_keys).items()},
             "action": {k: key_statistics(v) for k, v in _split_keys(demos.actions, ACTION_KEY_DIMS).items()},
         },
         "modalities": {
             "video": {k: {"resolution": [int(width), int(height)], "channels": 3, "fps": demos.fps}
                       for k in VIDEO_KEYS},
-            "state": {k: vector(d) for k, d in STATE_KEY_DIMS},
+            "state": {k: vector(d) for k, d in demos.state_keys},
             "action": {k: vector(d) for k, d in ACTION_KEY_DIMS},
         },
         "embodiment_tag": embodiment_tag,
@@ -260,27 +267,28 @@ def tokenizer_files(directory: pathlib.Path) -> list[pathlib.Path]:
 
 # ========================================================================================================= model
 
-def tiny_model_config(vocab_size: int, image_token_index: int, action_horizon: int = 16):
+def tiny_model_config(vocab_size: int, image_token_index: int, action_horizon: int = 16, max_state_dim: int = 16):
     """The tiny GR00T architecture (``GR00TConfig.tiny``) sized for the byte tokenizer and the Franka layout: 8 model
-    action dims (7 real + 1 padded), ``action_horizon`` steps, no remat (faster CPU compiles)."""
+    action dims (7 real + 1 padded), ``action_horizon`` steps, room for ``max_state_dim`` state dims (the reach
+    task's 11), no remat (faster CPU compiles)."""
     from gr00t_port.config import ActionHeadConfig, GR00TConfig
     from gr00t_port.backbone_config import EagleBackboneConfig
 
     b = EagleBackboneConfig.tiny(remat_policy="none")
     b = b.replace(text=dataclasses.replace(b.text, vocab_size=vocab_size), image_token_index=image_token_index)
     head = ActionHeadConfig.tiny(b.output_dim, remat_policy="none").replace(
-        action_dim=8, action_horizon=action_horizon, max_seq_len=max(12, action_horizon))
+        action_dim=8, action_horizon=action_horizon, max_seq_len=max(12, action_horizon), max_state_dim=max_state_dim)
     return GR00TConfig(backbone=b, action_head=head)
 
 
-def check_model_fits(cfg, action_horizon: int) -> None:
+def check_model_fits(cfg, action_horizon: int, state_dim: int = STATE_DIM) -> None:
     h = cfg.action_head
     if h.action_horizon != action_horizon:
         raise ValueError(f"--action-horizon {action_horizon} differs from the model's action_horizon="
                          f"{h.action_horizon}")
-    if h.action_dim < ACTION_DIM or h.max_state_dim < STATE_DIM:
-        raise ValueError(f"the model takes {h.action_dim} action / {h.max_state_dim} state dims; the Franka layout "
-                         f"needs {ACTION_DIM} / {STATE_DIM}")
+    if h.action_dim < ACTION_DIM or h.max_state_dim < state_dim:
+        raise ValueError(f"the model takes {h.action_dim} action / {h.max_state_dim} state dims; the task's layout "
+                         f"needs {ACTION_DIM} / {state_dim}")
 
 
 def random_params(cfg, seed: int) -> dict:
@@ -304,13 +312,23 @@ def random_params(cfg, seed: int) -> dict:
     return jax.tree_util.tree_map_with_path(fill, GR00TN15(cfg).param_shapes())
 
 
-def make_processor(cfg, metadata_entries: Mapping[str, Any], tokenizer, embodiment_tag: str):
-    """The GR00T processor for training: Isaac-GR00T's transforms with RLinf's Franka layout, NHWC pixels."""
+def modality_layout(state_keys: Sequence[tuple[str, int]]):
+    """RLinf's Franka layout (``LIBERO_FRANKA_LAYOUT``) with the task's state keys, min_max normalized."""
+    from gr00t_port.processor import LIBERO_FRANKA_LAYOUT
+
+    return LIBERO_FRANKA_LAYOUT.with_state_keys([k for k, _ in state_keys])
+
+
+def make_processor(cfg, metadata_entries: Mapping[str, Any], tokenizer, embodiment_tag: str,
+                   state_keys: Sequence[tuple[str, int]] = STATE_KEY_DIMS):
+    """The GR00T processor for training: Isaac-GR00T's transforms with RLinf's Franka layout (and the task's state
+    keys), NHWC pixels."""
     from gr00t_port.normalization import EmbodimentMetadata
     from gr00t_port.processor import GR00TProcessor, GR00TProcessorConfig
 
     b, h = cfg.backbone, cfg.action_head
     proc_cfg = GR00TProcessorConfig(embodiment_tag=embodiment_tag, pixel_layout="NHWC",
+                                    layout=modality_layout(state_keys),
                                     image_size=b.vision.image_size, tokens_per_image=b.tokens_per_image,
                                     max_state_dim=h.max_state_dim, max_action_dim=h.action_dim,
                                     action_horizon=h.action_horizon)
@@ -452,7 +470,8 @@ def train(cfg, params: dict, processor, demos: Demos, s: SFTSettings, *,
 
 def save_checkpoint(out: str | os.PathLike, step: int, params: dict, cfg, metadata: Mapping[str, Any],
                     tokenizer_dir: pathlib.Path | None, *, base_assets: Mapping[str, Any] | None = None,
-                    sft_info: Mapping[str, Any] | None = None) -> pathlib.Path:
+                    sft_info: Mapping[str, Any] | None = None,
+                    state_keys: Sequence[tuple[str, int]] = STATE_KEY_DIMS) -> pathlib.Path:
     """Writes ``out/global_step_<step>/{params, assets}`` (``gr00t_port.convert``'s layout; params as numpy) and
     puts the tokenizer files and ``experiment_cfg/metadata.json`` in that step directory. Returns the step dir."""
     import jax
@@ -470,6 +489,7 @@ def save_checkpoint(out: str | os.PathLike, step: int, params: dict, cfg, metada
         "eagle_config": base.get("eagle_config"),
         "metadata": dict(metadata),
         "gr00t_config": cfg.to_dict(),
+        "modality_layout": modality_layout(state_keys).to_dict(),
         "provenance": {
             "producer": "jaxrl_isaac.sft",
             "layout_version": 1,
@@ -490,6 +510,54 @@ def save_checkpoint(out: str | os.PathLike, step: int, params: dict, cfg, metada
     if tokenizer_dir is not None:
         for f in tokenizer_files(pathlib.Path(tokenizer_dir)):
             shutil.copy2(f, step_dir / f.name)
+    return step_dir
+
+
+# ==================================================================================================== random init
+
+RANDOM_INIT_ARCHITECTURES = ("tiny",)
+
+
+def random_init_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: str = "tiny",
+                           action_horizon: int = 16, cam_hw: tuple[int, int] = (64, 64), stats_episodes: int = 16,
+                           num_envs: int = 8, seed: int = 0, embodiment_tag: str = DEFAULT_EMBODIMENT_TAG,
+                           log: Callable[[str], None] = print) -> pathlib.Path:
+    """A randomly initialised GR00T checkpoint ``out/global_step_0`` for RL from scratch (no SFT).
+
+    GR00T needs normalisation statistics for its state and actions; without a dataset they come from
+    ``stats_episodes`` scripted-expert episodes of the task (only their min/max/mean/... enter, no parameter is
+    trained on them), so the policy's [-1, 1] action range spans what the task needs. A dimension the expert never
+    moves (e.g. the reach task's rotations and gripper) gets a zero range and stays at the expert's constant value.
+    Deterministic given the arguments; an existing ``out/global_step_0`` built with the same arguments is reused.
+    """
+    from gr00t_port.processor import IMAGE_CONTEXT_TOKEN, load_tokenizer
+    from gr00t_port.convert import STEP_PREFIX
+
+    if architecture not in RANDOM_INIT_ARCHITECTURES:
+        raise ValueError(f"actor.model.random_init={architecture!r}: random init supports {RANDOM_INIT_ARCHITECTURES}")
+    check_task(task_id)
+    out = pathlib.Path(out)
+    recipe = {"random_init": architecture, "task": task_id, "action_horizon": action_horizon,
+              "cam_hw": list(cam_hw), "stats_episodes": stats_episodes, "seed": seed,
+              "embodiment_tag": embodiment_tag}
+    step_dir = out / f"{STEP_PREFIX}_0"
+    recipe_file = out / "random_init.json"
+    if step_dir.is_dir() and recipe_file.is_file() and json.loads(recipe_file.read_text()) == recipe:
+        log(f"reusing the random-init GR00T at {step_dir}")
+        return step_dir
+    tokenizer_dir = write_byte_tokenizer(out / TOKENIZER_SUBDIR)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    cfg = tiny_model_config(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN), action_horizon)
+    demos, _ = collect_demos(task_id, stats_episodes, num_envs, action_horizon=action_horizon, cam=cam_hw,
+                             seed=seed, log=log)
+    check_model_fits(cfg, action_horizon, demos.states.shape[1])
+    metadata = build_metadata(demos, embodiment_tag)
+    params = random_params(cfg, seed)
+    step_dir = save_checkpoint(out, 0, params, cfg, metadata, tokenizer_dir, state_keys=demos.state_keys,
+                               sft_info={"random_init": recipe, "statistics_from_expert_frames": demos.num_frames})
+    recipe_file.write_text(json.dumps(recipe))
+    log(f"wrote a random-init {architecture} GR00T to {step_dir} (normalisation statistics from "
+        f"{demos.num_episodes} expert episodes)")
     return step_dir
 
 
@@ -564,14 +632,14 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib
     demos, report = collect_demos(args.task, args.episodes, args.num_envs, action_horizon=args.action_horizon,
                                   cam=args.cam, seed=args.seed, log=log)
     metadata = build_metadata(demos, args.embodiment_tag)
-    processor = make_processor(cfg, metadata, tokenizer, args.embodiment_tag)
+    processor = make_processor(cfg, metadata, tokenizer, args.embodiment_tag, demos.state_keys)
     params, history = train(cfg, params, processor, demos, settings, log=log)
     info = {"task": args.task, "instruction": demos.instruction, "episodes": demos.num_episodes,
             "frames": demos.num_frames, "collect_frames_per_second": report.frames_per_second,
             "settings": dataclasses.asdict(settings), "loss_first": history[0]["loss"],
             "loss_last": history[-1]["loss"]}
     step_dir = save_checkpoint(out, settings.steps, params, cfg, metadata, tokenizer_dir, base_assets=base_assets,
-                               sft_info=info)
+                               sft_info=info, state_keys=demos.state_keys)
     (out / "sft_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
     log(f"wrote {step_dir}")
     return step_dir

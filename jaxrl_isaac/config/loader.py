@@ -529,9 +529,15 @@ def validate(cfg: TrainConfig, num_devices: int | None = None) -> ComponentPlace
     # --- model ---
     for key in ("actor.model.action_dim", "actor.model.num_action_chunks", "actor.model.denoising_steps"):
         check.at_least(key, 1)
-    if model.model_type == "gr00t" and not model.model_path:
+    if model.model_type == "gr00t" and not model.model_path and not model.random_init:
         check.fail("actor.model.model_path", "actor.model.model_path is required for model_type gr00t "
-                                             "(a GR00T N1.5 checkpoint directory)")
+                                             "(a GR00T N1.5 checkpoint directory), or actor.model.random_init")
+    if model.model_path and model.random_init:
+        check.fail("actor.model.random_init", "set either actor.model.model_path or actor.model.random_init, "
+                                              "not both")
+    if model.random_init and cfg.env.train.env_type != "embedded":
+        check.fail("actor.model.random_init", "actor.model.random_init needs env.train.env_type=embedded (its "
+                                              "normalisation statistics come from the embedded scripted experts)")
     if model.model_type == "gr00t":
         # GR00T N1.5 predicts a 16-step horizon of up to 32 action dims (GR00TTransform's action_horizon and
         # max_action_dim); a chunk or action beyond that cannot be produced.

@@ -312,7 +312,11 @@ class ModelConfig:
     """The trained policy (RLinf ``model/gr00t.yaml`` defaults, plus our baseline)."""
 
     model_type: Literal["baseline", "gr00t"] = "gr00t"  # gr00t = GR00T N1.5
-    model_path: str | None = None  # checkpoint directory; required for gr00t
+    model_path: str | None = None  # checkpoint directory; required for gr00t unless random_init is set
+    # Ours: with model_path null, RL from a randomly initialised GR00T of this architecture ("tiny"); its
+    # checkpoint (random params + normalisation statistics from a few scripted-expert episodes) is written to
+    # <log_path>/random_init. Embedded tasks only.
+    random_init: Literal["tiny"] | None = None
     precision: Literal["bf16", "fp32"] = "bf16"  # parameter (and optimizer state) dtype
     action_dim: int = 7  # A: 6-D relative IK pose + gripper for the Franka tasks
     num_action_chunks: int = 5  # C: env steps executed open loop per policy call (RLinf's recipe uses 16)

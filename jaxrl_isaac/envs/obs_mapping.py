@@ -21,10 +21,16 @@ import torch
 
 from jaxrl_isaac.envs.contract import QUAT_ORDERS
 
-STATE_DIM = 8
 MODEL_INPUT_KEYS = ("table_image", "wrist_image", "state", "task_description")
+# RLinf's Franka state keys (metadata.json sub-keys) and their widths: 8 dims.
+FRANKA_EEF_STATE_KEYS: tuple[tuple[str, int], ...] = (("x", 1), ("y", 1), ("z", 1), ("roll", 1), ("pitch", 1),
+                                                      ("yaw", 1), ("gripper", 2))
+STATE_DIM = sum(d for _, d in FRANKA_EEF_STATE_KEYS)  # 8
+# The embedded reach task adds its target (IsaacLab's reach tasks put the pose command in the policy group too):
+# without it the target is only visible as a small marker in the camera images.
+REACH_STATE_KEYS: tuple[tuple[str, int], ...] = (*FRANKA_EEF_STATE_KEYS, ("target", 3))
 
-# (policy_obs, quat_order) -> (N, STATE_DIM) float32. A task spec may supply its own (registry.py).
+# (policy_obs, quat_order) -> (N, D) float32. A task spec may supply its own (registry.py, embedded tasks).
 StateFn = Callable[[Mapping[str, torch.Tensor], str], torch.Tensor]
 
 
@@ -99,8 +105,17 @@ def eef_axis_angle_gripper_state(policy_obs: Mapping[str, torch.Tensor], quat_or
     return torch.cat([eef_pos.float(), axis_angle, gripper_pos.float()], dim=1)
 
 
+def eef_gripper_target_state(policy_obs: Mapping[str, torch.Tensor], quat_order: str) -> torch.Tensor:
+    """RLinf's 8-dim state followed by the reach target ``target_pos`` (N, 3): (N, 11) float32
+    (``REACH_STATE_KEYS``)."""
+    state = eef_axis_angle_gripper_state(policy_obs, quat_order)
+    target = _read(policy_obs, "target_pos")
+    _check_rows("target_pos", target, (3,), state.shape[0])
+    return torch.cat([state, target.float()], dim=1)
+
+
 def to_model_inputs(policy_obs: Mapping[str, torch.Tensor], quat_order: str, task_description: str, *,
-                    state_fn: StateFn = eef_axis_angle_gripper_state) -> dict[str, Any]:
+                    state_fn: StateFn = eef_axis_angle_gripper_state, state_dim: int = STATE_DIM) -> dict[str, Any]:
     """Maps one ``policy`` observation group to the model inputs.
 
     Each camera term is read exactly once (lazy groups render on read) and passed through without a copy.
@@ -110,7 +125,8 @@ def to_model_inputs(policy_obs: Mapping[str, torch.Tensor], quat_order: str, tas
         reads (by default ``eef_pos``, ``eef_quat``, ``gripper_pos``).
       quat_order: the env's quaternion order, "wxyz" (IsaacLab 2.x) or "xyzw" (IsaacLab 3.0, embedded).
       task_description: the instruction, repeated for every sub-env.
-      state_fn: builds the (N, 8) state; the default is RLinf's layout.
+      state_fn: builds the (N, D) state; the default is RLinf's 8-dim layout.
+      state_dim: D, the width ``state_fn`` must return.
     Returns:
       ``{"table_image": (N,H,W,3) uint8, "wrist_image": (N,H,W,3) uint8, "state": (N,8) float32,
       "task_description": list[str] of length N}``.
@@ -131,8 +147,8 @@ def to_model_inputs(policy_obs: Mapping[str, torch.Tensor], quat_order: str, tas
         num_envs = image.shape[0]
         images[input_key] = image
     state = state_fn(policy_obs, quat_order)
-    if tuple(state.shape) != (num_envs, STATE_DIM) or state.dtype != torch.float32:
-        raise ValueError(f"state_fn returned {tuple(state.shape)} {state.dtype}, expected ({num_envs}, {STATE_DIM}) "
+    if tuple(state.shape) != (num_envs, state_dim) or state.dtype != torch.float32:
+        raise ValueError(f"state_fn returned {tuple(state.shape)} {state.dtype}, expected ({num_envs}, {state_dim}) "
                          f"torch.float32")
     if state.device != images["table_image"].device:
         raise ValueError(f"state is on {state.device} but the camera images are on {images['table_image'].device}")

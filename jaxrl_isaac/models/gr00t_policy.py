@@ -45,6 +45,7 @@ Decisions (spec references in brackets):
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 from pathlib import Path
@@ -211,10 +212,13 @@ class GR00TRLPolicy:
         ``cfg.env.<split>.init_params.task_description``) and the env it will act in (for ``quat_order``, the
         task's own instruction when the config gives none, and an IsaacLab task's ``spec.state_fn``)."""
         from gr00t_port.normalization import EmbodimentMetadata
-        from gr00t_port.processor import RLINF_ISAACLAB_CONFIG, load_tokenizer
+        from gr00t_port.processor import LIBERO_FRANKA_LAYOUT, RLINF_ISAACLAB_CONFIG, ModalityLayout, load_tokenizer
 
         m, h = cfg.actor.model, cfg.actor.model.rl_head_config
-        if m.model_path is None:
+        model_path = m.model_path
+        if model_path is None and m.random_init:
+            model_path = random_init_checkpoint_for(cfg, split)
+        if model_path is None:
             raise ValueError("actor.model.model_path must name a converted GR00T checkpoint (python -m "
                              "gr00t_port.convert SRC DST; then DST/global_step_0)")
         if m.is_lora:
@@ -228,7 +232,7 @@ class GR00TRLPolicy:
         if not h.disable_dropout:
             raise ValueError("rl_head_config.disable_dropout=False is not supported: the RL policy runs without "
                              "dropout so that evaluate() reproduces the rollout log-probs")
-        step_dir, assets = read_converted_assets(m.model_path)
+        step_dir, assets = read_converted_assets(model_path)
         if "gr00t_config" not in assets or "metadata" not in assets:
             raise ValueError(f"{step_dir}: assets lack 'gr00t_config'/'metadata'; convert the checkpoint with "
                              f"python -m gr00t_port.convert")
@@ -249,16 +253,23 @@ class GR00TRLPolicy:
             raise ValueError(f"{step_dir}: metadata has no entry for embodiment_tag {tag!r} (has: "
                              f"{', '.join(sorted(entries)) or 'nothing'})")
         metadata = EmbodimentMetadata.from_json_entry(entries[tag], tag, source=f"{step_dir}/assets metadata")
+        # Converted upstream checkpoints use RLinf's Franka layout; ours record theirs (a task may add state keys).
+        layout = (ModalityLayout.from_dict(assets["modality_layout"], f"{step_dir}/assets modality_layout")
+                  if assets.get("modality_layout") else LIBERO_FRANKA_LAYOUT)
+        spec = getattr(env, "spec", None)
+        env_state_keys = tuple(getattr(spec, "state_keys", obs_mapping.FRANKA_EEF_STATE_KEYS))
+        if tuple(k for k, _ in env_state_keys) != layout.state_keys:
+            raise ValueError(f"{step_dir} was trained on the state keys {list(layout.state_keys)} but the env's task "
+                             f"provides {[k for k, _ in env_state_keys]}")
         b, head = model_config.backbone, model_config.action_head
         proc_cfg = dataclasses.replace(
-            RLINF_ISAACLAB_CONFIG, embodiment_tag=tag, pad_to_length=h.padding_value, pixel_layout="NHWC",
+            RLINF_ISAACLAB_CONFIG, embodiment_tag=tag, layout=layout, pad_to_length=h.padding_value, pixel_layout="NHWC",
             image_size=b.vision.image_size, tokens_per_image=b.tokens_per_image, max_state_dim=head.max_state_dim,
             max_action_dim=head.action_dim, action_horizon=head.action_horizon)
-        processor = GR00TProcessor(proc_cfg, metadata, load_tokenizer(None, checkpoint_dir=m.model_path))
+        processor = GR00TProcessor(proc_cfg, metadata, load_tokenizer(None, checkpoint_dir=model_path))
         task = getattr(cfg.env, split).init_params.task_description or getattr(env, "task_description", None)
         if not task:
             raise ValueError(f"no instruction for GR00T: set env.{split}.init_params.task_description")
-        spec = getattr(env, "spec", None)
         return cls(rl, model_config, processor, quat_order=env.quat_order, task_description=task,
                    state_fn=getattr(spec, "state_fn", None), checkpoint=step_dir)
 
@@ -318,7 +329,7 @@ class GR00TRLPolicy:
         and one host->device copy of B x 2 x S x S x 3 bytes + 2 x B x L int32.
         """
         inputs = obs_mapping.to_model_inputs(policy_group, self.quat_order, self.task_description,
-                                             state_fn=self.state_fn)
+                                             state_fn=self.state_fn, state_dim=self.processor.codec.state_dim)
         device = inputs["table_image"].device
         keys = self.processor.config.layout.video_keys
         images = {keys[0]: inputs["table_image"], keys[1]: inputs["wrist_image"]}
@@ -576,6 +587,24 @@ def _check_tree(got: Any, expected: Any, where: str, optional: tuple[tuple[str, 
                              for name, items in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
                              if items)
         raise ValueError(f"GR00T params from {where} do not fit the configured model: {problems}")
+
+
+def random_init_checkpoint_for(cfg: Any, split: str = "train") -> Path:
+    """``actor.model.random_init``: the random-init checkpoint in ``<log_path>/random_init`` for the configured
+    embedded task, action horizon and camera size (built once, then reused; see ``sft.random_init_checkpoint``)."""
+    from jaxrl_isaac import sft
+
+    m, env_cfg = cfg.actor.model, getattr(cfg.env, split)
+    if env_cfg.env_type != "embedded":
+        raise ValueError(f"actor.model.random_init needs an embedded env, env.{split}.env_type={env_cfg.env_type!r}")
+    table, wrist = env_cfg.init_params.table_cam, env_cfg.init_params.wrist_cam
+    if (table.height, table.width) != (wrist.height, wrist.width):
+        raise ValueError(f"actor.model.random_init needs equal camera sizes, env.{split}.init_params has table_cam "
+                         f"{table.height}x{table.width} and wrist_cam {wrist.height}x{wrist.width}")
+    out = Path(cfg.runner.logger.log_path) / "random_init"
+    return sft.random_init_checkpoint(env_cfg.init_params.id, out, architecture=m.random_init,
+                                      cam_hw=(table.height, table.width), seed=cfg.actor.seed,
+                                      embodiment_tag=m.embodiment_tag, log=logging.getLogger(__name__).info)
 
 
 def read_converted_assets(path: str | os.PathLike) -> tuple[Path, dict]:

@@ -67,6 +67,7 @@ class EmbeddedFrankaEnv:
         self.max_episode_steps = max_episode_steps
         self.reward_type = reward_type
         self.task_description = self.task.description
+        self.spec = self.task  # what a VLA policy reads: state_keys / state_fn (as the IsaacLab adapter's spec)
         self.step_dt = scene.CONTROL_DT
         self.ik = diff_ik.DiffIKConfig()
 

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from jaxrl_isaac.envs import obs_mapping
 from jaxrl_isaac.envs.contract import UnknownTaskId
 from jaxrl_isaac.envs.embedded import scene
 
@@ -206,11 +207,16 @@ def sample_initial_states(rng: np.random.Generator, count: int, with_reach_targe
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
+    """An embedded task. ``state_keys`` / ``state_fn``: the VLA's proprioceptive state (metadata.json keys and
+    widths, and the builder from the policy group); RLinf's 8-dim Franka state unless the task needs more."""
+
     task_id: str
     description: str  # default language instruction
     success: Callable[[SimState], np.ndarray]
     potential: Callable[[SimState], np.ndarray]
     has_reach_target: bool = False
+    state_keys: tuple[tuple[str, int], ...] = obs_mapping.FRANKA_EEF_STATE_KEYS
+    state_fn: obs_mapping.StateFn = obs_mapping.eef_axis_angle_gripper_state
 
 
 REACH_ID = "Embedded-Reach-Franka-IK-Rel-v0"
@@ -219,7 +225,8 @@ STACK_ID = "Embedded-Stack-Cube-Franka-IK-Rel-Visuomotor-v0"
 
 TASKS: dict[str, TaskSpec] = {
     REACH_ID: TaskSpec(REACH_ID, "Move the gripper to the orange target.", reach_success, reach_potential,
-                       has_reach_target=True),
+                       has_reach_target=True, state_keys=obs_mapping.REACH_STATE_KEYS,
+                       state_fn=obs_mapping.eef_gripper_target_state),
     LIFT_ID: TaskSpec(LIFT_ID, "Pick up the red block and lift it.", lift_success, lift_potential),
     STACK_ID: TaskSpec(STACK_ID, "Stack the red block on the blue block, then stack the green block on the red block.",
                        stack_success, stack_potential),

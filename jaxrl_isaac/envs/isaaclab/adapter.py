@@ -160,7 +160,8 @@ class IsaacLabEnv:
     def model_inputs(self, obs: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, Any]:
         """``obs_mapping.to_model_inputs`` of ``obs["policy"]`` with this task's quaternion order and state builder."""
         return obs_mapping.to_model_inputs(obs[POLICY_GROUP], self.quat_order, self.task_description,
-                                           state_fn=self.spec.state_fn)
+                                           state_fn=self.spec.state_fn,
+                                           state_dim=sum(d for _, d in self.spec.state_keys))
 
     def close(self) -> None:
         """Closes the env, then the IsaacLab app. Idempotent."""

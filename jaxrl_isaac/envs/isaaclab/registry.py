@@ -24,7 +24,7 @@ import re
 from typing import Any, Callable
 
 from jaxrl_isaac.envs.contract import CAMERA_KEYS, POLICY_GROUP, PROPRIO_KEYS, UnknownTaskId
-from jaxrl_isaac.envs.obs_mapping import StateFn, eef_axis_angle_gripper_state
+from jaxrl_isaac.envs.obs_mapping import FRANKA_EEF_STATE_KEYS, StateFn, eef_axis_angle_gripper_state
 
 ApiVersion = str  # "3.0" or "2.x"
 API_VERSIONS = ("3.0", "2.x")
@@ -62,7 +62,8 @@ class IsaacLabTaskSpec:
         Rewarded variant (a ``success`` term of weight 20 times step_dt 0.05 s).
       camera_sensors: names of the table and wrist camera sensors on ``env_cfg.scene`` (resized from the config).
       obs_terms: where the contract's policy terms are in the task's observations.
-      state_fn: builds the (N, 8) model state from the (contract-named) policy group.
+      state_fn: builds the (N, D) model state from the (contract-named) policy group.
+      state_keys: metadata.json state keys and widths that ``state_fn``'s columns are (RLinf's 8-dim Franka state).
       configure_env_cfg: optional hook ``(env_cfg) -> None`` run after the standard overrides, before ``gym.make``.
       provided_by: where the task comes from when stock IsaacLab does not register it (named in the error).
     """
@@ -75,6 +76,7 @@ class IsaacLabTaskSpec:
     camera_sensors: tuple[str, str] = ("table_cam", "wrist_cam")
     obs_terms: ObsTermNames = ObsTermNames()
     state_fn: StateFn = eef_axis_angle_gripper_state
+    state_keys: tuple[tuple[str, int], ...] = FRANKA_EEF_STATE_KEYS
     configure_env_cfg: Callable[[Any], None] | None = None
     provided_by: str | None = None
 

@@ -1,0 +1,82 @@
+"""RL from a randomly initialised tiny GR00T (``actor.model.random_init: tiny``) on the embedded reach task, whose
+state adds the target position; eval of a GR00T ``model_path`` alone; a fresh run refuses a used log dir."""
+
+import json
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import torch
+
+from gr00t_port.processor import LIBERO_FRANKA_LAYOUT, ModalityLayout
+from jaxrl_isaac import eval as eval_cli
+from jaxrl_isaac import train
+from jaxrl_isaac.envs import obs_mapping
+
+SMALL = ["env.train.total_num_envs=4", "env.train.max_episode_steps=8", "env.train.max_steps_per_rollout_epoch=8",
+         "actor.global_batch_size=8", "actor.micro_batch_size=2", "algorithm.update_epoch=1",
+         "runner.save_interval=-1"]
+EVAL_SMALL = ["env.eval.total_num_envs=4", "env.eval.max_episode_steps=8", "env.eval.max_steps_per_rollout_epoch=8"]
+
+
+def test_reach_state_appends_the_target():
+    terms = {"eef_pos": torch.tensor([[0.1, 0.2, 0.3]]), "eef_quat": torch.tensor([[0.0, 0.0, 0.0, 1.0]]),
+             "gripper_pos": torch.tensor([[0.04, 0.04]]), "target_pos": torch.tensor([[0.5, -0.1, 0.2]])}
+    state = obs_mapping.eef_gripper_target_state(terms, "xyzw")
+    assert state.shape == (1, sum(d for _, d in obs_mapping.REACH_STATE_KEYS)) == (1, 11)
+    torch.testing.assert_close(state[:, :8], obs_mapping.eef_axis_angle_gripper_state(terms, "xyzw"))
+    torch.testing.assert_close(state[:, 8:], terms["target_pos"])
+    with pytest.raises(KeyError, match="target_pos"):
+        obs_mapping.eef_gripper_target_state({k: v for k, v in terms.items() if k != "target_pos"}, "xyzw")
+
+
+def test_modality_layout_round_trips_and_rejects_bad_input():
+    layout = LIBERO_FRANKA_LAYOUT.with_state_keys(["x", "gripper", "target"])
+    assert layout.state_modes == ("min_max",) * 3
+    assert ModalityLayout.from_dict(json.loads(json.dumps(layout.to_dict()))) == layout
+    with pytest.raises(ValueError, match="exactly the keys"):
+        ModalityLayout.from_dict({"video_keys": ["image"]})
+    with pytest.raises(ValueError, match="unique"):
+        LIBERO_FRANKA_LAYOUT.with_state_keys(["x", "x"])
+
+
+def _metrics(log):
+    return [json.loads(line) for line in (log / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_random_init_gr00t_trains_evaluates_and_guards_its_log_dir(tmp_path, capsys):
+    log = tmp_path / "run"
+    base = ["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={log}", *SMALL]
+    assert train.main([*base, "runner.max_epochs=2"]) == 0
+    rows = _metrics(log)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert rows[0]["actor/ratio"] == pytest.approx(1.0, abs=1e-5) and np.isfinite(rows[-1]["actor/loss"])
+
+    # The random-init checkpoint records the reach task's 11-dim state layout and expert statistics.
+    init_dir = log / "random_init" / "global_step_0"
+    mngr = ocp.CheckpointManager((log / "random_init").absolute(), item_names=("assets",),
+                                 options=ocp.CheckpointManagerOptions(step_prefix="global_step", create=False))
+    assets = mngr.restore(0, args=ocp.args.Composite(assets=ocp.args.JsonRestore()))["assets"]
+    mngr.close()
+    assert assets["modality_layout"]["state_keys"] == [k for k, _ in obs_mapping.REACH_STATE_KEYS]
+    assert len(assets["metadata"]["isaaclab_franka"]["statistics"]["state"]["target"]["min"]) == 3
+
+    # A second fresh run into the same log dir would mix two runs' checkpoints: one clear error, nothing written.
+    assert train.main([*base, "runner.max_epochs=2"]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert len(_metrics(log)) == 2
+
+    # Eval of the RL checkpoint, and of a GR00T model_path alone (here the random init; normally an SFT result).
+    eval_base = ["--config-name", "embedded_reach_ppo_gr00t_tiny", *EVAL_SMALL]
+    assert eval_cli.main([*eval_base, f"runner.logger.log_path={log}",
+                          f"runner.ckpt_path={log / 'checkpoints'}"]) == 0
+    assert eval_cli.main([*eval_base, f"runner.logger.log_path={tmp_path / 'eval_init'}",
+                          "actor.model.random_init=null", f"actor.model.model_path={init_dir}"]) == 0
+    out = capsys.readouterr().out
+    assert "eval/success_once" in out and str(init_dir) in out
+
+
+def test_random_init_config_errors(capsys):
+    assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", "actor.model.model_path=/x"]) == 2
+    assert "actor.model.random_init" in capsys.readouterr().err
