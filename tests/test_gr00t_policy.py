@@ -416,3 +416,47 @@ def test_one_line_errors(processor, setup):
     with pytest.raises(ValueError, match="do not fit the configured model: missing"):
         GR00TRLPolicy(RL, _model_config(), processor, quat_order="xyzw", task_description=TASK,
                       base_params={"backbone": {}, "action_head": params["action_head"]}).init(jax.random.PRNGKey(0))
+
+
+@pytest.mark.slow
+def test_ppo_on_a_fixed_observation_bandit_moves_actions_to_the_rewarded_target(processor, env_obs):
+    """The Flow-SDE policy gradient learns: B copies of one observation, reward -||a - a*||^2 over the executed
+    pose dims, group-normalized advantages, 4 clipped-surrogate Adam steps per batch. The deterministic action's
+    error must shrink 4-fold and the sampled batch's mean error 2-fold (measured on CPU: deterministic reward
+    -0.72 -> -0.07, sampled -1.09 -> -0.43 (mean of the last 3 of 15 iterations)); a sign or teacher-forcing
+    error in sample/evaluate would leave them flat or make them worse."""
+    policy = _policy(processor)
+    one = {k: jnp.asarray(v.numpy()) for k, v in policy.read_obs(env_obs[0]).items()}
+    batch = 64
+    obs = jax.tree.map(lambda x: jnp.repeat(x[:1], batch, axis=0), one)
+    params = policy.init(jax.random.PRNGKey(0), obs)
+    target = jnp.linspace(-0.5, 0.5, 6, dtype=jnp.float32)
+    reward = lambda a: -jnp.mean(jnp.square(a[..., :6] - target), axis=(-2, -1))  # noqa: E731
+    trainable = jax.tree_util.tree_map_with_path(
+        lambda path, _: policy.is_trainable_param(tuple(str(getattr(p, "key", p)) for p in path)), params)
+    tx = optax.masked(optax.adam(1e-3), trainable)
+    opt = tx.init(params)
+
+    def surrogate(p, train_inputs, logp_old, adv):
+        ratio = jnp.exp(policy.evaluate(p, obs, train_inputs).logprob - logp_old)
+        return jnp.mean(jnp.maximum(-adv * ratio, -adv * jnp.clip(ratio, 0.8, 1.2)))
+
+    @jax.jit
+    def update(p, opt, train_inputs, logp_old, adv):
+        grads = jax.grad(surrogate)(p, train_inputs, logp_old, adv)
+        updates, opt = tx.update(grads, opt, p)
+        return optax.apply_updates(p, updates), opt
+
+    sample, act = jax.jit(policy.sample), jax.jit(policy.act)
+    det_before = float(reward(act(params, obs))[0])
+    sampled = []
+    for it in range(15):
+        s = sample(params, obs, jax.random.PRNGKey(100 + it))
+        r = reward(s.actions)
+        sampled.append(float(r.mean()))
+        adv = (r - r.mean()) / (r.std() + 1e-6)
+        for _ in range(4):
+            params, opt = update(params, opt, s.train_inputs, s.logprob, adv)
+    det_after = float(reward(act(params, obs))[0])
+    assert det_after > det_before / 4, (det_before, det_after)
+    assert np.mean(sampled[-3:]) > sampled[0] / 2, sampled
