@@ -52,6 +52,7 @@ class LossSettings:
     huber_delta: float | None = 10.0    # None = squared error
     entropy_bonus: float = 0.0
     critic_warmup_steps: int = 0        # optimizer steps that train only the value head (RLinf's critic warm-up)
+    loss_agg: str = "masked_mean"       # or "masked_mean_ratio": weight samples by batch["loss_weight"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,16 +121,18 @@ def make_update_fn(policy: Policy, tx: optax.GradientTransformation, loss: LossS
 
     def loss_fn(params, mb, actor_weight):
         ev = policy.evaluate(params, mb["obs"], mb["train_inputs"])
+        weight = mb["loss_weight"] if loss.loss_agg == "masked_mean_ratio" else None
         actor = ppo.ppo_actor_loss(ev.logprob, mb["logprob"], mb["advantages"], mb["mask"],
                                    clip_ratio_low=loss.clip_ratio_low, clip_ratio_high=loss.clip_ratio_high,
-                                   clip_ratio_c=loss.clip_ratio_c)
+                                   clip_ratio_c=loss.clip_ratio_c, weight=weight)
         total = actor_weight * actor.loss
         metrics = {"actor/policy_loss": actor.loss, "actor/approx_kl": actor.approx_kl,
                    "actor/pg_clipfrac": actor.clipfrac, "actor/ratio": actor.ratio_mean,
                    "actor/entropy": masked_mean(ev.entropy, mb["mask"])}
         if loss.loss_type == "actor_critic":
             value = ppo.clipped_value_loss(ev.value, mb["value"], mb["returns"], mb["mask"],
-                                           value_clip=loss.value_clip, huber_delta=loss.huber_delta)
+                                           value_clip=loss.value_clip, huber_delta=loss.huber_delta,
+                                           weight=weight)
             total = total + value.loss
             metrics.update({"actor/value_loss": value.loss, "actor/value_clip_ratio": value.clip_ratio,
                             "actor/explained_variance": value.explained_variance})

@@ -66,7 +66,7 @@ def _advantage_settings(cfg) -> AdvantageSettings:
         adv_type=a.adv_type, gamma=a.gamma, gae_lambda=a.gae_lambda, normalize_advantages=a.normalize_advantages,
         use_loss_mask=(not e.auto_reset) and (not e.ignore_terminations), group_size=max(a.group_size, 1),
         filter_rewards=a.filter_rewards, rewards_lower_bound=a.rewards_lower_bound,
-        rewards_upper_bound=a.rewards_upper_bound)
+        rewards_upper_bound=a.rewards_upper_bound, loss_agg=a.embodied_loss_agg)
 
 
 def _loss_settings(cfg) -> learner.LossSettings:
@@ -74,7 +74,8 @@ def _loss_settings(cfg) -> learner.LossSettings:
     return learner.LossSettings(loss_type=a.loss_type, clip_ratio_low=a.clip_ratio_low,
                                 clip_ratio_high=a.clip_ratio_high, clip_ratio_c=a.clip_ratio_c,
                                 value_clip=a.value_clip, huber_delta=a.huber_delta, entropy_bonus=a.entropy_bonus,
-                                critic_warmup_steps=cfg.actor.optim.critic_warmup_steps)
+                                critic_warmup_steps=cfg.actor.optim.critic_warmup_steps,
+                                loss_agg=a.embodied_loss_agg)
 
 
 def _optim_settings(cfg) -> learner.OptimSettings:

@@ -125,3 +125,48 @@ def test_clipped_value_loss_matches_reference(huber_delta):
     assert ref_ratio > 0  # the fixed metric is not stuck at 0 like RLinf's
     resid = (ret - v)[mask]
     np.testing.assert_allclose(float(out.explained_variance), 1 - resid.var() / ret[mask].var(), rtol=1e-4)
+
+
+def test_masked_mean_ratio_weights_every_trajectory_equally():
+    """RLinf's masked_mean_ratio against a python loop: mean over all T*B entries of l * m * T / L_b."""
+    rng = np.random.default_rng(3)
+    T, B = 6, 4
+    dones = np.zeros((T + 1, B), bool)
+    dones[3, 0] = dones[6, 1] = dones[1, 2] = True  # env 3 never ends
+    mask = np.asarray(adv_lib.loss_mask_from_dones(jnp.asarray(dones)))
+    lengths = mask.sum(0)
+    np.testing.assert_array_equal(lengths, [3, 6, 1, 6])
+    weights = np.asarray(adv_lib.trajectory_loss_weights(jnp.asarray(mask)))
+    values = rng.normal(size=(T, B))
+    expected = sum(values[t, b] * mask[t, b] * T / lengths[b] for t in range(T) for b in range(B)) / (T * B)
+    got = float(adv_lib.masked_mean_ratio(jnp.asarray(values), jnp.asarray(mask), jnp.asarray(weights)))
+    assert got == pytest.approx(expected, rel=1e-6)
+    # each trajectory's valid steps carry the same total weight T, whatever its length
+    np.testing.assert_allclose((weights * mask).sum(0), [T] * B, rtol=1e-6)
+    # a trajectory with no valid step gets weight T (never divides by zero) and contributes nothing
+    empty = np.asarray(adv_lib.trajectory_loss_weights(jnp.zeros((T, 1), bool)))
+    assert np.all(empty == T)
+
+
+def test_losses_use_trajectory_weights_when_given():
+    rng = np.random.default_rng(4)
+    M = 12
+    mask = rng.random(M) < 0.7
+    weight = rng.uniform(0.5, 3.0, size=M).astype(np.float32)
+    logp_new, logp_old, adv = (jnp.asarray(rng.normal(size=M) * s, jnp.float32) for s in (0.1, 0.1, 1.0))
+    plain = ppo.ppo_actor_loss(logp_new, logp_old, adv, jnp.asarray(mask), clip_ratio_low=0.2, clip_ratio_high=0.2)
+    weighted = ppo.ppo_actor_loss(logp_new, logp_old, adv, jnp.asarray(mask), clip_ratio_low=0.2,
+                                  clip_ratio_high=0.2, weight=jnp.asarray(weight))
+    ratio = np.exp(np.asarray(logp_new) - np.asarray(logp_old))
+    per = np.maximum(-np.asarray(adv) * ratio, -np.asarray(adv) * np.clip(ratio, 0.8, 1.2))
+    assert float(weighted.loss) == pytest.approx(float(np.mean(per * mask * weight)), rel=1e-5)
+    assert float(plain.loss) == pytest.approx(float(per[mask].mean()), rel=1e-5)
+    assert float(weighted.approx_kl) == pytest.approx(float(plain.approx_kl))  # diagnostics stay masked means
+    values, old, returns = (jnp.asarray(rng.normal(size=M), jnp.float32) for _ in range(3))
+    v = ppo.clipped_value_loss(values, old, returns, jnp.asarray(mask), value_clip=0.2, huber_delta=None,
+                               weight=jnp.asarray(weight))
+    diff = np.asarray(values) - np.asarray(old)
+    clipped = np.asarray(old) + np.clip(diff, -0.2, 0.2)
+    per_v = np.maximum(0.5 * (np.asarray(returns) - np.asarray(values)) ** 2,
+                       0.5 * (np.asarray(returns) - clipped) ** 2)
+    assert float(v.loss) == pytest.approx(float(np.mean(per_v * mask * weight)), rel=1e-5)

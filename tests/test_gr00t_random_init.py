@@ -77,6 +77,9 @@ def test_random_init_gr00t_trains_evaluates_and_guards_its_log_dir(tmp_path, cap
     assert "eval/success_once" in out and str(init_dir) in out
 
 
-def test_random_init_config_errors(capsys):
+def test_random_init_config_errors(tmp_path, capsys):
     assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", "actor.model.model_path=/x"]) == 2
     assert "actor.model.random_init" in capsys.readouterr().err
+    assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={tmp_path}",
+                       "actor.model.rl_head_config.padding_value=100", *SMALL]) == 2
+    assert "padding_value=100 is shorter than the prompt (125 tokens" in capsys.readouterr().err

@@ -73,6 +73,23 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
     return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
+def trajectory_loss_weights(mask: jax.Array) -> jax.Array:
+    """RLinf's ``masked_mean_ratio`` weights: [T, B] mask -> [T, B] float32 weights T / L_b, L_b = valid chunk steps
+    of trajectory b (at least 1). Averaging ``x * mask * weight`` over all entries gives every trajectory the same
+    total weight whatever its length (short, e.g. successful, episodes count as much as full ones).
+
+    RLinf divides by ``loss_mask_sum / max_episode_steps``; with its IsaacLab configs (one episode per rollout
+    epoch, ``max_steps_per_rollout_epoch == max_episode_steps``) that is this ratio in chunk steps."""
+    valid = mask.astype(jnp.float32).sum(0, keepdims=True)  # [1, B]
+    return jnp.broadcast_to(mask.shape[0] / jnp.maximum(valid, 1.0), mask.shape).astype(jnp.float32)
+
+
+def masked_mean_ratio(x: jax.Array, mask: jax.Array, weight: jax.Array) -> jax.Array:
+    """mean over ALL entries of x * mask * weight (RLinf's ``masked_mean_ratio``; ``weight`` from
+    ``trajectory_loss_weights``)."""
+    return jnp.mean(x * mask.astype(jnp.float32) * weight)
+
+
 def masked_normalize(x: jax.Array, mask: jax.Array, eps: float = 1e-5) -> jax.Array:
     """(x - mean) / (std + eps) over the masked entries; std is unbiased, as torch.std. Masked-out entries -> 0."""
     maskf = mask.astype(jnp.float32)

@@ -26,6 +26,9 @@ class Trajectory:
     dones: jax.Array      # [T + 1, B, C] bool; row 0 is all False (state right after a reset)
 
 
+LOSS_AGGS = ("masked_mean", "masked_mean_ratio")
+
+
 @dataclasses.dataclass(frozen=True)
 class AdvantageSettings:
     adv_type: str = "gae"             # "gae" (PPO) or "grpo"
@@ -37,14 +40,18 @@ class AdvantageSettings:
     filter_rewards: bool = False
     rewards_lower_bound: float = 0.1
     rewards_upper_bound: float = 0.9
+    loss_agg: str = "masked_mean"     # or "masked_mean_ratio" (RLinf's aggregation with a loss mask)
 
 
 def compute_advantages_and_returns(traj: Trajectory, s: AdvantageSettings) -> tuple[dict, dict]:
     """Returns (flat batch of M = T*B samples, rollout metrics).
 
     The batch holds ``obs``, ``train_inputs``, ``logprob``, ``value`` (rollout-time), ``advantages``,
-    ``returns`` and ``mask`` (bool: the sample counts in the loss).
+    ``returns``, ``mask`` (bool: the sample counts in the loss) and ``loss_weight`` (float32: RLinf's
+    ``masked_mean_ratio`` weight of the sample's trajectory, or 1 with ``loss_agg="masked_mean"``).
     """
+    if s.loss_agg not in LOSS_AGGS:
+        raise ValueError(f"algorithm.loss_agg={s.loss_agg!r} is not one of {LOSS_AGGS}")
     rewards, dones = adv_lib.chunk_level(traj.rewards, traj.dones)  # [T, B], [T + 1, B]
     T, B = rewards.shape
     if s.use_loss_mask:
@@ -79,6 +86,8 @@ def compute_advantages_and_returns(traj: Trajectory, s: AdvantageSettings) -> tu
         "advantages": flat(advantages),
         "returns": flat(returns),
         "mask": flat(mask),
+        "loss_weight": flat(adv_lib.trajectory_loss_weights(mask) if s.loss_agg == "masked_mean_ratio"
+                            else jnp.ones((T, B), jnp.float32)),
     }
     metrics = {
         "rollout/rewards": adv_lib.masked_mean(rewards, mask),

@@ -1,7 +1,9 @@
 """PPO losses and their diagnostics (RLinf's embodied actor-critic loss, with its value_clip_ratio fixed).
 
 All functions take flat per-sample arrays [M] (one sample = one chunk step of one trajectory) and a boolean
-mask [M]; masked-out samples contribute nothing. Pure functions, checked against numpy in tests.
+mask [M]; masked-out samples contribute nothing. The losses average over the valid samples (``masked_mean``), or,
+given per-sample trajectory weights [M], over all entries with those weights (RLinf's ``masked_mean_ratio``).
+Diagnostics are always masked means. Pure functions, checked against numpy in tests.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrl_isaac.algorithms.advantages import masked_mean
+from jaxrl_isaac.algorithms.advantages import masked_mean, masked_mean_ratio
+
+
+def _aggregate(per_sample: jax.Array, mask: jax.Array, weight: jax.Array | None) -> jax.Array:
+    return masked_mean(per_sample, mask) if weight is None else masked_mean_ratio(per_sample, mask, weight)
 
 
 class ActorLossOut(NamedTuple):
@@ -28,8 +34,8 @@ class ValueLossOut(NamedTuple):
 
 
 def ppo_actor_loss(logp_new: jax.Array, logp_old: jax.Array, advantages: jax.Array, mask: jax.Array, *,
-                   clip_ratio_low: float, clip_ratio_high: float, clip_ratio_c: float | None = None
-                   ) -> ActorLossOut:
+                   clip_ratio_low: float, clip_ratio_high: float, clip_ratio_c: float | None = None,
+                   weight: jax.Array | None = None) -> ActorLossOut:
     """Clipped surrogate with an asymmetric ratio range [1 - low, 1 + high] and optional dual clip.
 
     Dual clip (Ye et al. 2020): for negative advantages the loss is capped at ``clip_ratio_c * |A|``.
@@ -42,7 +48,7 @@ def ppo_actor_loss(logp_new: jax.Array, logp_old: jax.Array, advantages: jax.Arr
     if clip_ratio_c is not None:
         per_sample = jnp.where(advantages < 0, jnp.minimum(per_sample, -advantages * clip_ratio_c), per_sample)
     return ActorLossOut(
-        loss=masked_mean(per_sample, mask),
+        loss=_aggregate(per_sample, mask, weight),
         approx_kl=masked_mean(-log_ratio, mask),
         clipfrac=masked_mean((clipped > unclipped).astype(jnp.float32), mask),
         ratio_mean=masked_mean(ratio, mask),
@@ -56,7 +62,8 @@ def huber(x: jax.Array, delta: float) -> jax.Array:
 
 
 def clipped_value_loss(values: jax.Array, values_old: jax.Array, returns: jax.Array, mask: jax.Array, *,
-                       value_clip: float, huber_delta: float | None) -> ValueLossOut:
+                       value_clip: float, huber_delta: float | None,
+                       weight: jax.Array | None = None) -> ValueLossOut:
     """max(l(R - V), l(R - V_clip)) with V_clip = V_old + clip(V - V_old, -c, c); l = Huber(delta) or 0.5 x^2.
 
     ``clip_ratio`` counts samples with |V - V_old| > c, i.e. those whose prediction the clip actually moved.
@@ -70,7 +77,7 @@ def clipped_value_loss(values: jax.Array, values_old: jax.Array, returns: jax.Ar
         loss_fn = lambda r: huber(r, huber_delta)  # noqa: E731
     per_sample = jnp.maximum(loss_fn(returns - values), loss_fn(returns - values_clipped))
     return ValueLossOut(
-        loss=masked_mean(per_sample, mask),
+        loss=_aggregate(per_sample, mask, weight),
         clip_ratio=masked_mean((jnp.abs(diff) > value_clip).astype(jnp.float32), mask),
         explained_variance=explained_variance(values, returns, mask),
     )

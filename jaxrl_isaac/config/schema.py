@@ -160,6 +160,10 @@ class AlgorithmConfig:
     entropy_type: Literal["chunk_level", "action_level"] = "chunk_level"
     update_epoch: int = 3  # passes over the rollout buffer per global step
     loss_agg_func: Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"] = "token-mean"  # LLM actors only
+    # Ours (RLinf picks it implicitly): how the embodied losses average over samples. "masked_mean": over the valid
+    # chunk steps. "masked_mean_ratio": RLinf's choice whenever a loss mask exists (auto_reset false): every
+    # trajectory weighs the same whatever its length, so short (e.g. successful) episodes count more per step.
+    embodied_loss_agg: Literal["masked_mean", "masked_mean_ratio"] = "masked_mean"
     entropy_bonus: float = 0.0
     clip_ratio_high: float = 0.2  # ratio clipped to [1 - clip_ratio_low, 1 + clip_ratio_high]
     clip_ratio_low: float = 0.2

@@ -270,6 +270,10 @@ class GR00TRLPolicy:
         task = getattr(cfg.env, split).init_params.task_description or getattr(env, "task_description", None)
         if not task:
             raise ValueError(f"no instruction for GR00T: set env.{split}.init_params.task_description")
+        prompt_len = len(processor.prompt_ids(task, len(layout.video_keys)))
+        if prompt_len > h.padding_value:
+            raise ValueError(f"rl_head_config.padding_value={h.padding_value} is shorter than the prompt "
+                             f"({prompt_len} tokens with this tokenizer and instruction); raise it to >= {prompt_len}")
         return cls(rl, model_config, processor, quat_order=env.quat_order, task_description=task,
                    state_fn=getattr(spec, "state_fn", None), checkpoint=step_dir)
 
