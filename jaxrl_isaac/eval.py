@@ -9,7 +9,8 @@ the point on the training run's curves). ``env.eval.video_cfg.save_video=true`` 
 
 Semantics (RLinf's eval split, docs/rlinf_embodied_spec.md §4.6): ``rollout_epoch`` passes of
 ``max_steps_per_rollout_epoch`` env steps over ``total_num_envs`` envs, one policy call (``policy.act``, the
-deterministic chunk) per ``num_action_chunks`` env steps. An *eval episode* starts at a reset and ends after
+deterministic chunk; for GR00T the flow ODE from seeded x_0 ~ N(0, I), as RLinf's eval mode) per
+``num_action_chunks`` env steps. An *eval episode* starts at a reset and ends after
 ``max_episode_steps`` env steps (or when the env truncates it); with ``ignore_terminations: False`` a termination
 (success or failure) also ends it. With ``ignore_terminations: True`` (the eval default) the simulator still
 restarts a terminated sub-env internally, as IsaacLab does, and the eval episode goes on until its time limit, so
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from jaxrl_isaac.video import VideoSettings
 
-DEFAULT_CONFIG_NAME = "embedded_reach_ppo_baseline"
+DEFAULT_CONFIG_NAME = "embedded_reach_ppo_gr00t_tiny"
 METRIC_ORDER = ("eval/success_once", "eval/success_at_end", "eval/return", "eval/episode_len", "eval/reward",
                 "eval/num_trajectories", "time/eval")
 
@@ -140,6 +141,10 @@ class Evaluator:
         from jaxrl_isaac.video import VideoRecorder
         self.env, self.policy, self.s, self.owns_env = env, policy, settings, owns_env
         self._act = jax.jit(policy.act)
+        # GR00T (RLinf's eval mode): the ODE starts from x_0 ~ N(0, I), not from 0. The noise is seeded by the eval
+        # seed and the chunk index, so every evaluation replays the same noise as well as the same resets.
+        self._noise_key = (jax.random.PRNGKey(settings.seed) if getattr(policy, "eval_samples_noise", False)
+                           else None)
         self._device = None  # where the env's observations land in JAX (known after the first reset)
         self.recorder = VideoRecorder(video, env.num_envs) if video is not None else None
 
@@ -194,8 +199,10 @@ class Evaluator:
                 params = jax.device_put(params, self._device)
             if rec is not None:
                 rec.begin(f"global_step_{global_step}_epoch_{epoch}")
-            for _ in range(s.chunk_steps):
-                actions = bridge.jax_to_torch(self._act(params, self._read(obs))).to(env.device)
+            for chunk in range(s.chunk_steps):
+                noise = () if self._noise_key is None else (
+                    jax.device_put(jax.random.fold_in(self._noise_key, epoch * s.chunk_steps + chunk), self._device),)
+                actions = bridge.jax_to_torch(self._act(params, self._read(obs), *noise)).to(env.device)
                 for c in range(C):
                     obs, reward, terminated, truncated, extras = env.step(actions[:, c].contiguous())
                     # Owned copies: IsaacLab reuses these buffers, and a reset below may touch them.

@@ -207,13 +207,43 @@ def _split_keys(values: np.ndarray, key_dims: Sequence[tuple[str, int]]) -> dict
     return out
 
 
-def build_metadata(demos: Demos, embodiment_tag: str = DEFAULT_EMBODIMENT_TAG) -> dict[str, Any]:
-    """``{tag: entry}`` in the ``experiment_cfg/metadata.json`` schema (spec 3.5) for the demos."""
+def explored_states(task_id: str, num_envs: int, steps: int, *, noise_std: float = 0.3, seed: int = 0
+                    ) -> np.ndarray:
+    """(num_envs * steps, D) states the task's expert visits when N(0, noise_std²) is added to its 6 pose-action
+    dims (the gripper command is the expert's): roughly what an exploring policy sees. No camera is rendered."""
+    import torch
+
+    from jaxrl_isaac.envs import embedded
+    from jaxrl_isaac.envs.contract import POLICY_GROUP
+
+    check_task(task_id)
+    env = embedded.make(task_id, num_envs=num_envs, seed=seed, table_cam=(8, 8), wrist_cam=(8, 8),
+                        max_episode_steps=max(steps // 2, 1))
+    expert = embedded.make_expert(task_id, env)
+    gen = torch.Generator().manual_seed(seed)
+    obs, _ = env.reset(seed=seed)
+    states = []
+    try:
+        for _ in range(steps):
+            states.append(env.spec.state_fn(obs[POLICY_GROUP], env.quat_order).cpu().numpy())
+            action = expert(obs).clone()
+            action[:, :6] += noise_std * torch.randn(action[:, :6].shape, generator=gen)
+            obs, *_ = env.step(action.clamp(-1.0, 1.0))
+    finally:
+        env.close()
+    return np.concatenate(states).astype(np.float32)
+
+
+def build_metadata(demos: Demos, embodiment_tag: str = DEFAULT_EMBODIMENT_TAG,
+                   extra_states: np.ndarray | None = None) -> dict[str, Any]:
+    """``{tag: entry}`` in the ``experiment_cfg/metadata.json`` schema (spec 3.5) for the demos; ``extra_states``
+    (M, D) widen the state statistics (e.g. ``explored_states``)."""
     height, width = demos.table_images.shape[1:3]
+    states = demos.states if extra_states is None else np.concatenate([demos.states, extra_states])
     vector = lambda dim: {"absolute": True, "rotation_type": None, "shape": [dim], "continuous": True}  # noqa: E731
     entry = {
         "statistics": {
-            "state": {k: key_statistics(v) for k, v in _split_keys(demos.states, demos.state_keys).items()},
+            "state": {k: key_statistics(v) for k, v in _split_keys(states, demos.state_keys).items()},
             "action": {k: key_statistics(v) for k, v in _split_keys(demos.actions, ACTION_KEY_DIMS).items()},
         },
         "modalities": {
@@ -518,26 +548,34 @@ def save_checkpoint(out: str | os.PathLike, step: int, params: dict, cfg, metada
 RANDOM_INIT_ARCHITECTURES = ("tiny",)
 
 
+def max_episode_steps_for_stats(task_id: str) -> int:
+    """Steps per noisy-expert episode when exploring for state statistics (reach: 80, the cube tasks: 300)."""
+    from jaxrl_isaac.envs.embedded.tasks import REACH_ID
+
+    return 80 if task_id == REACH_ID else 300
+
+
 def random_init_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: str = "tiny",
                            action_horizon: int = 16, cam_hw: tuple[int, int] = (64, 64), stats_episodes: int = 16,
                            num_envs: int = 8, seed: int = 0, embodiment_tag: str = DEFAULT_EMBODIMENT_TAG,
                            log: Callable[[str], None] = print) -> pathlib.Path:
     """A randomly initialised GR00T checkpoint ``out/global_step_0`` for RL from scratch (no SFT).
 
-    GR00T needs normalisation statistics for its state and actions; without a dataset they come from
-    ``stats_episodes`` scripted-expert episodes of the task (only their min/max/mean/... enter, no parameter is
-    trained on them), so the policy's [-1, 1] action range spans what the task needs. A dimension the expert never
-    moves (e.g. the reach task's rotations and gripper) gets a zero range and stays at the expert's constant value.
+    GR00T needs normalisation statistics for its state and actions; without a dataset they come from the task's
+    scripted expert (only min/max/mean/... enter, no parameter is trained on them): action statistics from
+    ``stats_episodes`` expert episodes, so the policy's [-1, 1] action range spans what the task needs; state
+    statistics from those plus noisy-expert rollouts (``explored_states``), so states an exploring policy reaches
+    still normalise to O(1).
     Deterministic given the arguments; an existing ``out/global_step_0`` built with the same arguments is reused.
     """
     from gr00t_port.processor import IMAGE_CONTEXT_TOKEN, load_tokenizer
     from gr00t_port.convert import STEP_PREFIX
 
     if architecture not in RANDOM_INIT_ARCHITECTURES:
-        raise ValueError(f"actor.model.random_init={architecture!r}: random init supports {RANDOM_INIT_ARCHITECTURES}")
+        raise ValueError(f"actor.model.bootstrap.architecture={architecture!r}: supported {RANDOM_INIT_ARCHITECTURES}")
     check_task(task_id)
     out = pathlib.Path(out)
-    recipe = {"random_init": architecture, "task": task_id, "action_horizon": action_horizon,
+    recipe = {"random_init": architecture, "version": 2, "task": task_id, "action_horizon": action_horizon,
               "cam_hw": list(cam_hw), "stats_episodes": stats_episodes, "seed": seed,
               "embodiment_tag": embodiment_tag}
     step_dir = out / f"{STEP_PREFIX}_0"
@@ -551,13 +589,43 @@ def random_init_checkpoint(task_id: str, out: str | os.PathLike, *, architecture
     demos, _ = collect_demos(task_id, stats_episodes, num_envs, action_horizon=action_horizon, cam=cam_hw,
                              seed=seed, log=log)
     check_model_fits(cfg, action_horizon, demos.states.shape[1])
-    metadata = build_metadata(demos, embodiment_tag)
+    # The expert's states span a narrow band (it never rotates the hand or closes the gripper on reach); an
+    # exploring policy leaves it at once, and min_max normalisation would then feed the network values in the
+    # thousands. State statistics therefore also cover states of the expert with action noise.
+    explored = explored_states(task_id, num_envs, 4 * max_episode_steps_for_stats(task_id), seed=seed)
+    metadata = build_metadata(demos, embodiment_tag, extra_states=explored)
     params = random_params(cfg, seed)
     step_dir = save_checkpoint(out, 0, params, cfg, metadata, tokenizer_dir, state_keys=demos.state_keys,
                                sft_info={"random_init": recipe, "statistics_from_expert_frames": demos.num_frames})
     recipe_file.write_text(json.dumps(recipe))
     log(f"wrote a random-init {architecture} GR00T to {step_dir} (normalisation statistics from "
         f"{demos.num_episodes} expert episodes)")
+    return step_dir
+
+
+def bootstrap_sft_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: str = "tiny", steps: int,
+                             episodes: int, batch_size: int, lr: float, cam: int, seed: int = 0,
+                             embodiment_tag: str = DEFAULT_EMBODIMENT_TAG, num_envs: int = 16,
+                             log: Callable[[str], None] = print) -> pathlib.Path:
+    """``python -m jaxrl_isaac.sft`` with these arguments into ``out`` (a random ``architecture`` start), unless
+    ``out`` already holds the result of the same arguments. Returns ``out/global_step_<steps>``."""
+    from gr00t_port.convert import STEP_PREFIX
+
+    if architecture not in RANDOM_INIT_ARCHITECTURES:
+        raise ValueError(f"actor.model.bootstrap.architecture={architecture!r}: supported {RANDOM_INIT_ARCHITECTURES}")
+    out = pathlib.Path(out)
+    argv = ["--task", task_id, "--episodes", str(episodes), "--num-envs", str(num_envs), "--out", str(out),
+            "--model-config", architecture, "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
+            "--cam", str(cam), "--seed", str(seed), "--embodiment-tag", embodiment_tag,
+            "--log-interval", str(max(steps // 10, 1))]
+    step_dir, recipe_file = out / f"{STEP_PREFIX}_{steps}", out / "bootstrap.json"
+    if step_dir.is_dir() and recipe_file.is_file() and json.loads(recipe_file.read_text()) == argv:
+        log(f"reusing the bootstrap SFT checkpoint {step_dir}")
+        return step_dir
+    log(f"bootstrap: SFT of a random {architecture} GR00T on {episodes} expert episodes, {steps} steps "
+        f"(python -m jaxrl_isaac.sft {' '.join(argv)})")
+    step_dir = run(build_parser().parse_args(argv), log=log)
+    recipe_file.write_text(json.dumps(argv))
     return step_dir
 
 
@@ -584,6 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="eval-mode image transform (centre crop, no jitter)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--log-interval", type=int, default=SFTSettings.log_interval)
+    p.add_argument("--state-stats-noise", type=float, default=0.3,
+                   help="widen the state statistics with noisy-expert rollouts (action noise std) so that states an "
+                        "RL policy explores still normalise to O(1); 0: statistics of the demos only (Isaac-GR00T)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -631,7 +702,11 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib
 
     demos, report = collect_demos(args.task, args.episodes, args.num_envs, action_horizon=args.action_horizon,
                                   cam=args.cam, seed=args.seed, log=log)
-    metadata = build_metadata(demos, args.embodiment_tag)
+    explored = None
+    if args.state_stats_noise > 0:
+        explored = explored_states(args.task, args.num_envs, 4 * max_episode_steps_for_stats(args.task),
+                                   noise_std=args.state_stats_noise, seed=args.seed)
+    metadata = build_metadata(demos, args.embodiment_tag, extra_states=explored)
     processor = make_processor(cfg, metadata, tokenizer, args.embodiment_tag, demos.state_keys)
     params, history = train(cfg, params, processor, demos, settings, log=log)
     info = {"task": args.task, "instruction": demos.instruction, "episodes": demos.num_episodes,

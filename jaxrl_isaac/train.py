@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
-DEFAULT_CONFIG_NAME = "embedded_reach_ppo_baseline"
+DEFAULT_CONFIG_NAME = "embedded_reach_ppo_gr00t_tiny"
 
 
 def main(argv: list[str] | None = None) -> int:

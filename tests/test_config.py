@@ -13,7 +13,8 @@ from jaxrl_isaac.config.schema import CAMERA_KEYS, LOGGER_BACKENDS
 
 DEFAULT = "embedded_reach_ppo_baseline"
 REACH_FILE = "configs/embedded_reach_ppo_baseline.yaml"
-SHIPPED = ("embedded_reach_ppo_baseline", "embedded_lift_ppo_baseline", "embedded_stack_cube_ppo_baseline",
+SHIPPED = ("embedded_reach_ppo_gr00t_tiny", "embedded_reach_ppo_baseline", "embedded_lift_ppo_baseline",
+           "embedded_stack_cube_ppo_baseline",
            "isaaclab_ppo_gr00t_demo", "isaaclab_franka_stack_cube_ppo_gr00t")
 
 
@@ -59,12 +60,24 @@ def test_every_shipped_config_loads_and_validates(name, tmp_path):
 
 @pytest.mark.parametrize("num_devices", [1, 2, 4, 8])
 def test_embedded_configs_validate_on_common_device_counts(num_devices):
-    for name in ("embedded_reach_ppo_baseline", "embedded_lift_ppo_baseline", "embedded_stack_cube_ppo_baseline"):
+    for name in ("embedded_reach_ppo_gr00t_tiny", "embedded_reach_ppo_baseline", "embedded_lift_ppo_baseline",
+                 "embedded_stack_cube_ppo_baseline"):
         placement = validate(load_config(name), num_devices=num_devices)
         assert placement.mode == "collocated" and placement.world_size("actor") == num_devices
 
 
-def test_default_config_is_small_and_state_only():
+def test_train_default_is_a_tiny_gr00t_bootstrapped_by_sft():
+    from jaxrl_isaac import eval as eval_cli
+    from jaxrl_isaac import train
+    assert train.DEFAULT_CONFIG_NAME == eval_cli.DEFAULT_CONFIG_NAME == "embedded_reach_ppo_gr00t_tiny"
+    cfg = load_config(train.DEFAULT_CONFIG_NAME)
+    m = cfg.actor.model
+    assert m.model_type == "gr00t" and m.model_path is None and m.bootstrap.architecture == "tiny"
+    assert m.bootstrap.sft_steps > 0 and cfg.env.train.init_params.id == "Embedded-Reach-Franka-IK-Rel-v0"
+    assert cfg.runner.logger.log_path == "logs/embedded_reach_ppo_gr00t_tiny"
+
+
+def test_baseline_reach_config_is_small_and_state_only():
     cfg = load_config(DEFAULT)
     assert cfg.actor.model.model_type == "baseline" and cfg.actor.model.baseline.image_keys == ()
     assert cfg.env.train.init_params.id == "Embedded-Reach-Franka-IK-Rel-v0"

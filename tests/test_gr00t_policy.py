@@ -460,3 +460,15 @@ def test_ppo_on_a_fixed_observation_bandit_moves_actions_to_the_rewarded_target(
     det_after = float(reward(act(params, obs))[0])
     assert det_after > det_before / 4, (det_before, det_after)
     assert np.mean(sampled[-3:]) > sampled[0] / 2, sampled
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_detach_critic_input_stops_value_gradients_at_the_shared_features(processor, setup, detach):
+    _, obs, params, fns = setup
+    policy = _policy(processor, detach_critic_input=detach)
+    sample = fns.sample(params, obs, jax.random.PRNGKey(3))
+    grads = jax.jit(jax.grad(lambda p: policy.evaluate(p, obs, sample.train_inputs).value.sum()))(params)
+    norm = lambda tree: float(optax.global_norm(tree))  # noqa: E731
+    assert norm(grads["action_head"]["value_head"]) > 0
+    for shared in ("vl_self_attention", "vlln", "state_encoder"):
+        assert (norm(grads["action_head"][shared]) == 0) == detach, shared

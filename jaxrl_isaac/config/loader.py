@@ -529,15 +529,20 @@ def validate(cfg: TrainConfig, num_devices: int | None = None) -> ComponentPlace
     # --- model ---
     for key in ("actor.model.action_dim", "actor.model.num_action_chunks", "actor.model.denoising_steps"):
         check.at_least(key, 1)
-    if model.model_type == "gr00t" and not model.model_path and not model.random_init:
+    if model.model_type == "gr00t" and not model.model_path and model.bootstrap is None:
         check.fail("actor.model.model_path", "actor.model.model_path is required for model_type gr00t "
-                                             "(a GR00T N1.5 checkpoint directory), or actor.model.random_init")
-    if model.model_path and model.random_init:
-        check.fail("actor.model.random_init", "set either actor.model.model_path or actor.model.random_init, "
-                                              "not both")
-    if model.random_init and cfg.env.train.env_type != "embedded":
-        check.fail("actor.model.random_init", "actor.model.random_init needs env.train.env_type=embedded (its "
-                                              "normalisation statistics come from the embedded scripted experts)")
+                                             "(a GR00T N1.5 checkpoint directory), or actor.model.bootstrap")
+    if model.model_path and model.bootstrap is not None:
+        check.fail("actor.model.bootstrap", "set either actor.model.model_path or actor.model.bootstrap, "
+                                            "not both (bootstrap: null to use model_path)")
+    if model.bootstrap is not None:
+        if cfg.env.train.env_type != "embedded":
+            check.fail("actor.model.bootstrap", "actor.model.bootstrap needs env.train.env_type=embedded (it uses "
+                                                "the embedded scripted experts)")
+        for key in ("sft_episodes", "sft_batch_size"):
+            check.at_least(f"actor.model.bootstrap.{key}", 1)
+        check.at_least("actor.model.bootstrap.sft_steps", 0)
+        check.positive("actor.model.bootstrap.sft_lr")
     if model.model_type == "gr00t":
         # GR00T N1.5 predicts a 16-step horizon of up to 32 action dims (GR00TTransform's action_horizon and
         # max_action_dim); a chunk or action beyond that cannot be produced.

@@ -312,15 +312,27 @@ class BaselineModelConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class BootstrapConfig:
+    """A starting GR00T checkpoint made on the spot (ours): RLinf starts RL from an SFT checkpoint; without one to
+    download, this makes it the way ``python -m jaxrl_isaac.sft`` does: a random ``architecture``, then
+    ``sft_steps`` of flow-matching SFT on ``sft_episodes`` scripted-expert episodes (0: RL from random init)."""
+
+    architecture: Literal["tiny"] = "tiny"
+    sft_steps: int = 0
+    sft_episodes: int = 32
+    sft_batch_size: int = 32
+    sft_lr: float = 1e-3
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """The trained policy (RLinf ``model/gr00t.yaml`` defaults, plus our baseline)."""
 
     model_type: Literal["baseline", "gr00t"] = "gr00t"  # gr00t = GR00T N1.5
-    model_path: str | None = None  # checkpoint directory; required for gr00t unless random_init is set
-    # Ours: with model_path null, RL from a randomly initialised GR00T of this architecture ("tiny"); its
-    # checkpoint (random params + normalisation statistics from a few scripted-expert episodes) is written to
-    # <log_path>/random_init. Embedded tasks only.
-    random_init: Literal["tiny"] | None = None
+    model_path: str | None = None  # checkpoint directory; required for gr00t unless bootstrap is set
+    # Ours: with model_path null, build the starting checkpoint from nothing (embedded tasks only; no weights to
+    # download): see BootstrapConfig. Written once to <log_path>/bootstrap and reused by resumed runs and eval.
+    bootstrap: BootstrapConfig | None = None
     precision: Literal["bf16", "fp32"] = "bf16"  # parameter (and optimizer state) dtype
     action_dim: int = 7  # A: 6-D relative IK pose + gripper for the Franka tasks
     num_action_chunks: int = 5  # C: env steps executed open loop per policy call (RLinf's recipe uses 16)

@@ -32,14 +32,17 @@ Decisions (spec references in brackets):
   hidden_size -> 128 -> 64 -> D with tanh, squashed to std in [0.08, 0.16]; it conditions on the observation, the
   chain state and the step through the DiT features. [rlinf_embodied_spec §5.3]
 * Value head: ``FlowmatchingActionHead.value`` = RLinf's ``get_value`` in ``mean_token`` mode (mean over all L VL
-  tokens, pads included, after vlln + VL self-attention, ++ state token). Its input is not detached (RLinf's N1.5
-  code does not read ``detach_critic_input`` either). Created with RLinf's init when the checkpoint has none. [§5.3]
+  tokens, pads included, after vlln + VL self-attention, ++ state token). ``detach_critic_input`` (RLinf's key,
+  True in its gr00t.yaml) stops the value loss's gradient at that input, so the critic cannot reshape the features
+  the actor uses; RLinf's N1.5 code ignores the key and always lets it through (``detach_critic_input: False``
+  reproduces that). Created with RLinf's init when the checkpoint has none. [§5.3]
 * Trainable: the action head and the value head (and the noise net); the backbone is frozen unless
   ``tune_visual`` (SigLIP + mlp1) / ``tune_llm`` (Qwen3). ``evaluate`` stops gradients at frozen params, so no
   backbone gradient is computed; the optimizer must also skip them (``is_trainable_param``). [§5.5]
 * Dropout is off everywhere (RLinf ``disable_dropout: True``); ``disable_dropout: False`` is refused.
 * ``act`` (eval mode) integrates deterministically from x_0 = 0 (the prior's mean) unless given an ``rng``, in
-  which case x_0 ~ N(0, I) as RLinf's eval rollout.
+  which case x_0 ~ N(0, I) as RLinf's eval rollout; the evaluator passes one (``eval_samples_noise``), because
+  PPO trains the policy from sampled x_0, and the x_0 = 0 path alone is not what it improves.
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class GR00TRLConfig:
     noise_std_range: tuple[float, float] = (0.08, 0.16)
     tune_visual: bool = False
     tune_llm: bool = False
+    detach_critic_input: bool = False
     logprob_type: str = "chunk_level"
     action_converter: str = "isaaclab_stack_cube"
 
@@ -182,6 +186,8 @@ class GR00TRLPolicy:
       base_params: explicit params {"backbone", "action_head"} (tests); heads missing from them are created.
     """
 
+    eval_samples_noise = True  # the evaluator passes act() an rng: x_0 ~ N(0, I) as RLinf's eval mode
+
     def __init__(self, rl: GR00TRLConfig, model_config: GR00TConfig, processor: GR00TProcessor, *,
                  quat_order: str, task_description: str, state_fn: obs_mapping.StateFn | None = None,
                  checkpoint: str | os.PathLike | None = None, base_params: Mapping | None = None):
@@ -216,8 +222,8 @@ class GR00TRLPolicy:
 
         m, h = cfg.actor.model, cfg.actor.model.rl_head_config
         model_path = m.model_path
-        if model_path is None and m.random_init:
-            model_path = random_init_checkpoint_for(cfg, split)
+        if model_path is None and m.bootstrap is not None:
+            model_path = bootstrap_checkpoint_for(cfg, split)
         if model_path is None:
             raise ValueError("actor.model.model_path must name a converted GR00T checkpoint (python -m "
                              "gr00t_port.convert SRC DST; then DST/global_step_0)")
@@ -245,7 +251,8 @@ class GR00TRLPolicy:
             action_dim=m.action_dim, num_action_chunks=m.num_action_chunks, denoising_steps=m.denoising_steps,
             noise_method=h.noise_method, noise_level=h.noise_level, joint_logprob=h.joint_logprob,
             ignore_last=h.ignore_last, add_value_head=add_value_head, value_head_hidden_dims=tuple(value_dims),
-            tune_visual=m.tune_visual, tune_llm=m.tune_llm, logprob_type=cfg.algorithm.logprob_type,
+            tune_visual=m.tune_visual, tune_llm=m.tune_llm, detach_critic_input=h.detach_critic_input,
+            logprob_type=cfg.algorithm.logprob_type,
             action_converter=m.obs_converter_type)
         tag = m.embodiment_tag
         entries = assets["metadata"] or {}
@@ -526,6 +533,8 @@ class GR00TRLPolicy:
     def _value(self, params: Mapping, ctx: HeadContext) -> Array:
         if not self.rl.add_value_head:
             return jnp.zeros((ctx.vl_tokens.shape[0],), jnp.float32)
+        if self.rl.detach_critic_input:
+            ctx = jax.tree.map(jax.lax.stop_gradient, ctx)
         return self.head.value(params["action_head"], ctx).astype(jnp.float32)
 
     def _noise_net(self) -> ExploreNoiseNet:
@@ -593,22 +602,30 @@ def _check_tree(got: Any, expected: Any, where: str, optional: tuple[tuple[str, 
         raise ValueError(f"GR00T params from {where} do not fit the configured model: {problems}")
 
 
-def random_init_checkpoint_for(cfg: Any, split: str = "train") -> Path:
-    """``actor.model.random_init``: the random-init checkpoint in ``<log_path>/random_init`` for the configured
-    embedded task, action horizon and camera size (built once, then reused; see ``sft.random_init_checkpoint``)."""
+def bootstrap_checkpoint_for(cfg: Any, split: str = "train") -> Path:
+    """``actor.model.bootstrap``: the starting checkpoint in ``<log_path>/bootstrap`` for the configured embedded
+    task and camera size: a random GR00T, then ``sft_steps`` of SFT on scripted-expert demos if > 0 (built once,
+    then reused; see ``sft.random_init_checkpoint`` and ``sft.run``)."""
     from jaxrl_isaac import sft
 
     m, env_cfg = cfg.actor.model, getattr(cfg.env, split)
+    boot = m.bootstrap
     if env_cfg.env_type != "embedded":
-        raise ValueError(f"actor.model.random_init needs an embedded env, env.{split}.env_type={env_cfg.env_type!r}")
+        raise ValueError(f"actor.model.bootstrap needs an embedded env, env.{split}.env_type={env_cfg.env_type!r}")
     table, wrist = env_cfg.init_params.table_cam, env_cfg.init_params.wrist_cam
-    if (table.height, table.width) != (wrist.height, wrist.width):
-        raise ValueError(f"actor.model.random_init needs equal camera sizes, env.{split}.init_params has table_cam "
+    if (table.height, table.width) != (wrist.height, wrist.width) or table.height != table.width:
+        raise ValueError(f"actor.model.bootstrap needs equal square cameras, env.{split}.init_params has table_cam "
                          f"{table.height}x{table.width} and wrist_cam {wrist.height}x{wrist.width}")
-    out = Path(cfg.runner.logger.log_path) / "random_init"
-    return sft.random_init_checkpoint(env_cfg.init_params.id, out, architecture=m.random_init,
-                                      cam_hw=(table.height, table.width), seed=cfg.actor.seed,
-                                      embodiment_tag=m.embodiment_tag, log=logging.getLogger(__name__).info)
+    out = Path(cfg.runner.logger.log_path) / "bootstrap"
+    log = logging.getLogger(__name__).info
+    if boot.sft_steps == 0:
+        return sft.random_init_checkpoint(env_cfg.init_params.id, out, architecture=boot.architecture,
+                                          cam_hw=(table.height, table.width), seed=cfg.actor.seed,
+                                          embodiment_tag=m.embodiment_tag, log=log)
+    return sft.bootstrap_sft_checkpoint(env_cfg.init_params.id, out, architecture=boot.architecture,
+                                        steps=boot.sft_steps, episodes=boot.sft_episodes,
+                                        batch_size=boot.sft_batch_size, lr=boot.sft_lr, cam=table.height,
+                                        seed=cfg.actor.seed, embodiment_tag=m.embodiment_tag, log=log)
 
 
 def read_converted_assets(path: str | os.PathLike) -> tuple[Path, dict]:

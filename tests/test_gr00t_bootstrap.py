@@ -1,5 +1,6 @@
-"""RL from a randomly initialised tiny GR00T (``actor.model.random_init: tiny``) on the embedded reach task, whose
-state adds the target position; eval of a GR00T ``model_path`` alone; a fresh run refuses a used log dir."""
+"""RL from a tiny GR00T made on the spot (``actor.model.bootstrap``: random init, or SFT on scripted demos first) on
+the embedded reach task, whose state adds the target position; eval of a GR00T ``model_path`` alone; a fresh run
+refuses a used log dir."""
 
 import json
 
@@ -13,6 +14,7 @@ from jaxrl_isaac import eval as eval_cli
 from jaxrl_isaac import train
 from jaxrl_isaac.envs import obs_mapping
 
+RANDOM_INIT = ["actor.model.bootstrap.sft_steps=0"]
 SMALL = ["env.train.total_num_envs=4", "env.train.max_episode_steps=8", "env.train.max_steps_per_rollout_epoch=8",
          "actor.global_batch_size=8", "actor.micro_batch_size=2", "algorithm.update_epoch=1",
          "runner.save_interval=-1"]
@@ -47,15 +49,15 @@ def _metrics(log):
 @pytest.mark.slow
 def test_random_init_gr00t_trains_evaluates_and_guards_its_log_dir(tmp_path, capsys):
     log = tmp_path / "run"
-    base = ["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={log}", *SMALL]
+    base = ["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={log}", *RANDOM_INIT, *SMALL]
     assert train.main([*base, "runner.max_epochs=2"]) == 0
     rows = _metrics(log)
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["actor/ratio"] == pytest.approx(1.0, abs=1e-5) and np.isfinite(rows[-1]["actor/loss"])
 
     # The random-init checkpoint records the reach task's 11-dim state layout and expert statistics.
-    init_dir = log / "random_init" / "global_step_0"
-    mngr = ocp.CheckpointManager((log / "random_init").absolute(), item_names=("assets",),
+    init_dir = log / "bootstrap" / "global_step_0"
+    mngr = ocp.CheckpointManager((log / "bootstrap").absolute(), item_names=("assets",),
                                  options=ocp.CheckpointManagerOptions(step_prefix="global_step", create=False))
     assets = mngr.restore(0, args=ocp.args.Composite(assets=ocp.args.JsonRestore()))["assets"]
     mngr.close()
@@ -69,17 +71,35 @@ def test_random_init_gr00t_trains_evaluates_and_guards_its_log_dir(tmp_path, cap
 
     # Eval of the RL checkpoint, and of a GR00T model_path alone (here the random init; normally an SFT result).
     eval_base = ["--config-name", "embedded_reach_ppo_gr00t_tiny", *EVAL_SMALL]
-    assert eval_cli.main([*eval_base, f"runner.logger.log_path={log}",
+    assert eval_cli.main([*eval_base, *RANDOM_INIT, f"runner.logger.log_path={log}",
                           f"runner.ckpt_path={log / 'checkpoints'}"]) == 0
     assert eval_cli.main([*eval_base, f"runner.logger.log_path={tmp_path / 'eval_init'}",
-                          "actor.model.random_init=null", f"actor.model.model_path={init_dir}"]) == 0
+                          "actor.model.bootstrap=null", f"actor.model.model_path={init_dir}"]) == 0
     out = capsys.readouterr().out
     assert "eval/success_once" in out and str(init_dir) in out
 
 
-def test_random_init_config_errors(tmp_path, capsys):
+@pytest.mark.slow
+def test_sft_bootstrap_runs_once_and_is_reused(tmp_path, caplog):
+    log = tmp_path / "run"
+    args = ["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={log}", *SMALL,
+            "actor.model.bootstrap.sft_steps=3", "actor.model.bootstrap.sft_episodes=2"]
+    assert train.main([*args, "runner.max_epochs=1"]) == 0
+    step_dir = log / "bootstrap" / "global_step_3"
+    assert (step_dir / "experiment_cfg" / "metadata.json").is_file()
+    assert len((log / "bootstrap" / "sft_log.jsonl").read_text().splitlines()) >= 2
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert train.main([*args, "runner.max_epochs=2", f"runner.resume_dir={log / 'checkpoints'}"]) == 0
+    assert "reusing the bootstrap SFT checkpoint" in caplog.text
+    assert [r["step"] for r in _metrics(log)] == [1, 2]
+
+
+def test_bootstrap_config_errors(tmp_path, capsys):
     assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", "actor.model.model_path=/x"]) == 2
-    assert "actor.model.random_init" in capsys.readouterr().err
+    assert "actor.model.bootstrap" in capsys.readouterr().err
+    assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", "actor.model.bootstrap.sft_lr=0"]) == 2
+    assert "sft_lr=0" in capsys.readouterr().err
     assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={tmp_path}",
-                       "actor.model.rl_head_config.padding_value=100", *SMALL]) == 2
+                       "actor.model.rl_head_config.padding_value=100", *RANDOM_INIT, *SMALL]) == 2
     assert "padding_value=100 is shorter than the prompt (125 tokens" in capsys.readouterr().err
