@@ -109,9 +109,9 @@ class EmbodiedRunner:
         old = checkpoints.existing_steps(self.log_path / "checkpoints")
         if old and not cfg.runner.resume_dir:
             raise checkpoints.CheckpointError(
-                f"runner.logger.log_path={self.log_path} already holds checkpoints of another run (global steps "
-                f"{old[0]}..{old[-1]}); continue it with runner.resume_dir={self.log_path / 'checkpoints'} or pick "
-                f"a new log_path")
+                f"runner.logger.log_path={self.log_path} already holds a run's checkpoints (global steps "
+                f"{old[0]}..{old[-1]}); continue that run with runner.resume_dir={self.log_path / 'checkpoints'} "
+                f"(raise runner.max_epochs to train longer) or pick a new runner.logger.log_path")
         self.env = env if env is not None else make_env(split)
         self.policy = build_policy(cfg, self.env)
         C = cfg.actor.model.num_action_chunks

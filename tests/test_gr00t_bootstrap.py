@@ -66,7 +66,7 @@ def test_random_init_gr00t_trains_evaluates_and_guards_its_log_dir(tmp_path, cap
 
     # A second fresh run into the same log dir would mix two runs' checkpoints: one clear error, nothing written.
     assert train.main([*base, "runner.max_epochs=2"]) == 2
-    assert "already holds checkpoints" in capsys.readouterr().err
+    assert "already holds a run's checkpoints" in capsys.readouterr().err
     assert len(_metrics(log)) == 2
 
     # Eval of the RL checkpoint, and of a GR00T model_path alone (here the random init; normally an SFT result).
