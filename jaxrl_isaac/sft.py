@@ -173,8 +173,9 @@ def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_hori
                                        np.full(len(frames), e, np.int32))):
             parts[name].append(value)
     cat = {name: np.concatenate(values) for name, values in parts.items()}
-    demos = Demos(instruction=instruction, state_keys=tuple(env.spec.state_keys), table_images=cat["table"], wrist_images=cat["wrist"],
-                  states=cat["state"].astype(np.float32), actions=cat["action"].astype(np.float32),
+    demos = Demos(instruction=instruction, state_keys=tuple(env.spec.state_keys), table_images=cat["table"],
+                  wrist_images=cat["wrist"], states=cat["state"].astype(np.float32),
+                  actions=cat["action"].astype(np.float32),
                   action_chunks=cat["chunk"].astype(np.float32), chunk_valid=cat["valid"],
                   episode_index=cat["episode"], fps=float(round(1.0 / env.step_dt, 6)))
     report = CollectionReport(episodes_kept=len(episodes), episodes_failed=failed, env_steps=env_steps,
@@ -402,8 +403,9 @@ class SFTSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError(f"steps must be >= 0 (0: random params, statistics only) and batch_size >= 1, got "
+                             f"{self.steps}, {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 
@@ -543,10 +545,7 @@ def save_checkpoint(out: str | os.PathLike, step: int, params: dict, cfg, metada
     return step_dir
 
 
-# ==================================================================================================== random init
-
-RANDOM_INIT_ARCHITECTURES = ("tiny",)
-
+# ====================================================================================================== bootstrap
 
 def max_episode_steps_for_stats(task_id: str) -> int:
     """Steps per noisy-expert episode when exploring for state statistics (reach: 80, the cube tasks: 300)."""
@@ -555,64 +554,15 @@ def max_episode_steps_for_stats(task_id: str) -> int:
     return 80 if task_id == REACH_ID else 300
 
 
-def random_init_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: str = "tiny",
-                           action_horizon: int = 16, cam_hw: tuple[int, int] = (64, 64), stats_episodes: int = 16,
-                           num_envs: int = 8, seed: int = 0, embodiment_tag: str = DEFAULT_EMBODIMENT_TAG,
-                           log: Callable[[str], None] = print) -> pathlib.Path:
-    """A randomly initialised GR00T checkpoint ``out/global_step_0`` for RL from scratch (no SFT).
-
-    GR00T needs normalisation statistics for its state and actions; without a dataset they come from the task's
-    scripted expert (only min/max/mean/... enter, no parameter is trained on them): action statistics from
-    ``stats_episodes`` expert episodes, so the policy's [-1, 1] action range spans what the task needs; state
-    statistics from those plus noisy-expert rollouts (``explored_states``), so states an exploring policy reaches
-    still normalise to O(1).
-    Deterministic given the arguments; an existing ``out/global_step_0`` built with the same arguments is reused.
-    """
-    from gr00t_port.processor import IMAGE_CONTEXT_TOKEN, load_tokenizer
+def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: str = "tiny", steps: int,
+                         episodes: int, batch_size: int, lr: float, cam: int, seed: int = 0,
+                         embodiment_tag: str = DEFAULT_EMBODIMENT_TAG, num_envs: int = 16,
+                         log: Callable[[str], None] = print) -> pathlib.Path:
+    """``python -m jaxrl_isaac.sft`` with these arguments into ``out`` from a random ``architecture``, unless ``out``
+    already holds the result of the same arguments; ``steps=0`` is the random init with its normalisation statistics
+    (RL from scratch). Returns ``out/global_step_<steps>``."""
     from gr00t_port.convert import STEP_PREFIX
 
-    if architecture not in RANDOM_INIT_ARCHITECTURES:
-        raise ValueError(f"actor.model.bootstrap.architecture={architecture!r}: supported {RANDOM_INIT_ARCHITECTURES}")
-    check_task(task_id)
-    out = pathlib.Path(out)
-    recipe = {"random_init": architecture, "version": 2, "task": task_id, "action_horizon": action_horizon,
-              "cam_hw": list(cam_hw), "stats_episodes": stats_episodes, "seed": seed,
-              "embodiment_tag": embodiment_tag}
-    step_dir = out / f"{STEP_PREFIX}_0"
-    recipe_file = out / "random_init.json"
-    if step_dir.is_dir() and recipe_file.is_file() and json.loads(recipe_file.read_text()) == recipe:
-        log(f"reusing the random-init GR00T at {step_dir}")
-        return step_dir
-    tokenizer_dir = write_byte_tokenizer(out / TOKENIZER_SUBDIR)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    cfg = tiny_model_config(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN), action_horizon)
-    demos, _ = collect_demos(task_id, stats_episodes, num_envs, action_horizon=action_horizon, cam=cam_hw,
-                             seed=seed, log=log)
-    check_model_fits(cfg, action_horizon, demos.states.shape[1])
-    # The expert's states span a narrow band (it never rotates the hand or closes the gripper on reach); an
-    # exploring policy leaves it at once, and min_max normalisation would then feed the network values in the
-    # thousands. State statistics therefore also cover states of the expert with action noise.
-    explored = explored_states(task_id, num_envs, 4 * max_episode_steps_for_stats(task_id), seed=seed)
-    metadata = build_metadata(demos, embodiment_tag, extra_states=explored)
-    params = random_params(cfg, seed)
-    step_dir = save_checkpoint(out, 0, params, cfg, metadata, tokenizer_dir, state_keys=demos.state_keys,
-                               sft_info={"random_init": recipe, "statistics_from_expert_frames": demos.num_frames})
-    recipe_file.write_text(json.dumps(recipe))
-    log(f"wrote a random-init {architecture} GR00T to {step_dir} (normalisation statistics from "
-        f"{demos.num_episodes} expert episodes)")
-    return step_dir
-
-
-def bootstrap_sft_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: str = "tiny", steps: int,
-                             episodes: int, batch_size: int, lr: float, cam: int, seed: int = 0,
-                             embodiment_tag: str = DEFAULT_EMBODIMENT_TAG, num_envs: int = 16,
-                             log: Callable[[str], None] = print) -> pathlib.Path:
-    """``python -m jaxrl_isaac.sft`` with these arguments into ``out`` (a random ``architecture`` start), unless
-    ``out`` already holds the result of the same arguments. Returns ``out/global_step_<steps>``."""
-    from gr00t_port.convert import STEP_PREFIX
-
-    if architecture not in RANDOM_INIT_ARCHITECTURES:
-        raise ValueError(f"actor.model.bootstrap.architecture={architecture!r}: supported {RANDOM_INIT_ARCHITECTURES}")
     out = pathlib.Path(out)
     argv = ["--task", task_id, "--episodes", str(episodes), "--num-envs", str(num_envs), "--out", str(out),
             "--model-config", architecture, "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
@@ -622,7 +572,7 @@ def bootstrap_sft_checkpoint(task_id: str, out: str | os.PathLike, *, architectu
     if step_dir.is_dir() and recipe_file.is_file() and json.loads(recipe_file.read_text()) == argv:
         log(f"reusing the bootstrap SFT checkpoint {step_dir}")
         return step_dir
-    log(f"bootstrap: SFT of a random {architecture} GR00T on {episodes} expert episodes, {steps} steps "
+    log(f"bootstrap: a random {architecture} GR00T, then {steps} SFT steps on {episodes} expert episodes "
         f"(python -m jaxrl_isaac.sft {' '.join(argv)})")
     step_dir = run(build_parser().parse_args(argv), log=log)
     recipe_file.write_text(json.dumps(argv))
@@ -644,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="Eagle tokenizer dir (default: a byte tokenizer for tiny; "
                                                      "else $GR00T_TOKENIZER_PATH / the --init dir / caches)")
     p.add_argument("--embodiment-tag", default=DEFAULT_EMBODIMENT_TAG)
-    p.add_argument("--steps", type=int, default=SFTSettings.steps)
+    p.add_argument("--steps", type=int, default=SFTSettings.steps,
+                   help="optimizer steps; 0 writes the random model with its normalisation statistics only")
     p.add_argument("--batch-size", type=int, default=SFTSettings.batch_size)
     p.add_argument("--lr", type=float, default=SFTSettings.lr)
     p.add_argument("--action-horizon", type=int, default=16)
@@ -691,7 +642,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib
         cfg = GR00TConfig.n15()
         params = None
     cfg = cfg.with_numerics(dtype=dtype)
-    check_model_fits(cfg, args.action_horizon)
+    from jaxrl_isaac.envs.embedded.tasks import get_task
+    check_model_fits(cfg, args.action_horizon, sum(d for _, d in get_task(args.task).state_keys))
     tokenizer = load_tokenizer(tokenizer_dir)
     if len(tokenizer) > cfg.backbone.text.vocab_size:
         raise ValueError(f"tokenizer at {tokenizer_dir} has {len(tokenizer)} tokens, more than the model's "
@@ -708,11 +660,13 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib
                                    noise_std=args.state_stats_noise, seed=args.seed)
     metadata = build_metadata(demos, args.embodiment_tag, extra_states=explored)
     processor = make_processor(cfg, metadata, tokenizer, args.embodiment_tag, demos.state_keys)
-    params, history = train(cfg, params, processor, demos, settings, log=log)
+    history: list[dict[str, float]] = []
+    if settings.steps > 0:
+        params, history = train(cfg, params, processor, demos, settings, log=log)
     info = {"task": args.task, "instruction": demos.instruction, "episodes": demos.num_episodes,
             "frames": demos.num_frames, "collect_frames_per_second": report.frames_per_second,
-            "settings": dataclasses.asdict(settings), "loss_first": history[0]["loss"],
-            "loss_last": history[-1]["loss"]}
+            "settings": dataclasses.asdict(settings), "loss_first": history[0]["loss"] if history else None,
+            "loss_last": history[-1]["loss"] if history else None}
     step_dir = save_checkpoint(out, settings.steps, params, cfg, metadata, tokenizer_dir, base_assets=base_assets,
                                sft_info=info, state_keys=demos.state_keys)
     (out / "sft_log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))

@@ -270,7 +270,8 @@ class GR00TRLPolicy:
                              f"provides {[k for k, _ in env_state_keys]}")
         b, head = model_config.backbone, model_config.action_head
         proc_cfg = dataclasses.replace(
-            RLINF_ISAACLAB_CONFIG, embodiment_tag=tag, layout=layout, pad_to_length=h.padding_value, pixel_layout="NHWC",
+            RLINF_ISAACLAB_CONFIG, embodiment_tag=tag, layout=layout, pad_to_length=h.padding_value,
+            pixel_layout="NHWC",
             image_size=b.vision.image_size, tokens_per_image=b.tokens_per_image, max_state_dim=head.max_state_dim,
             max_action_dim=head.action_dim, action_horizon=head.action_horizon)
         processor = GR00TProcessor(proc_cfg, metadata, load_tokenizer(None, checkpoint_dir=model_path))
@@ -604,8 +605,8 @@ def _check_tree(got: Any, expected: Any, where: str, optional: tuple[tuple[str, 
 
 def bootstrap_checkpoint_for(cfg: Any, split: str = "train") -> Path:
     """``actor.model.bootstrap``: the starting checkpoint in ``<log_path>/bootstrap`` for the configured embedded
-    task and camera size: a random GR00T, then ``sft_steps`` of SFT on scripted-expert demos if > 0 (built once,
-    then reused; see ``sft.random_init_checkpoint`` and ``sft.run``)."""
+    task and camera size: a random GR00T, then ``sft_steps`` of SFT on scripted-expert demos (built once, then
+    reused; ``sft.bootstrap_checkpoint``)."""
     from jaxrl_isaac import sft
 
     m, env_cfg = cfg.actor.model, getattr(cfg.env, split)
@@ -616,16 +617,11 @@ def bootstrap_checkpoint_for(cfg: Any, split: str = "train") -> Path:
     if (table.height, table.width) != (wrist.height, wrist.width) or table.height != table.width:
         raise ValueError(f"actor.model.bootstrap needs equal square cameras, env.{split}.init_params has table_cam "
                          f"{table.height}x{table.width} and wrist_cam {wrist.height}x{wrist.width}")
-    out = Path(cfg.runner.logger.log_path) / "bootstrap"
-    log = logging.getLogger(__name__).info
-    if boot.sft_steps == 0:
-        return sft.random_init_checkpoint(env_cfg.init_params.id, out, architecture=boot.architecture,
-                                          cam_hw=(table.height, table.width), seed=cfg.actor.seed,
-                                          embodiment_tag=m.embodiment_tag, log=log)
-    return sft.bootstrap_sft_checkpoint(env_cfg.init_params.id, out, architecture=boot.architecture,
-                                        steps=boot.sft_steps, episodes=boot.sft_episodes,
-                                        batch_size=boot.sft_batch_size, lr=boot.sft_lr, cam=table.height,
-                                        seed=cfg.actor.seed, embodiment_tag=m.embodiment_tag, log=log)
+    return sft.bootstrap_checkpoint(env_cfg.init_params.id, Path(cfg.runner.logger.log_path) / "bootstrap",
+                                    architecture=boot.architecture, steps=boot.sft_steps, episodes=boot.sft_episodes,
+                                    batch_size=boot.sft_batch_size, lr=boot.sft_lr, cam=table.height,
+                                    seed=cfg.actor.seed, embodiment_tag=m.embodiment_tag,
+                                    log=logging.getLogger(__name__).info)
 
 
 def read_converted_assets(path: str | os.PathLike) -> tuple[Path, dict]:
