@@ -298,17 +298,33 @@ def tokenizer_files(directory: pathlib.Path) -> list[pathlib.Path]:
 
 # ========================================================================================================= model
 
-def tiny_model_config(vocab_size: int, image_token_index: int, action_horizon: int = 16, max_state_dim: int = 16):
-    """The tiny GR00T architecture (``GR00TConfig.tiny``) sized for the byte tokenizer and the Franka layout: 8 model
-    action dims (7 real + 1 padded), ``action_horizon`` steps, room for ``max_state_dim`` state dims (the reach
-    task's 11), no remat (faster CPU compiles)."""
-    from gr00t_port.config import ActionHeadConfig, GR00TConfig
+MODEL_ARCHITECTURES = ("tiny", "small", "n15")
+
+
+def tiny_model_config(vocab_size: int, image_token_index: int, action_horizon: int = 16, max_state_dim: int = 16,
+                      architecture: str = "tiny"):
+    """A random-init GR00T sized for the byte tokenizer and the Franka layout: 8 model action dims (7 real + 1
+    padded), ``action_horizon`` steps, room for ``max_state_dim`` state dims, no remat (faster CPU compiles).
+
+    ``tiny``: the toy sizes of ``GR00TConfig.tiny`` (action head width 24/40, 4 DiT layers of width 40; ~0.5 M
+    parameters). ``small``: the same tiny Eagle backbone, an action head of width 128 (4 DiT layers of 4 x 32; ~2 M
+    parameters), for tasks whose state carries the scene (the state-based stack task) and need more than the toy
+    head to imitate a multi-stage expert.
+    """
+    from gr00t_port.config import ActionHeadConfig, DiTConfig, GR00TConfig
     from gr00t_port.backbone_config import EagleBackboneConfig
 
+    if architecture not in ("tiny", "small"):
+        raise ValueError(f"random-init architecture must be 'tiny' or 'small', got {architecture!r}")
     b = EagleBackboneConfig.tiny(remat_policy="none")
     b = b.replace(text=dataclasses.replace(b.text, vocab_size=vocab_size), image_token_index=image_token_index)
     head = ActionHeadConfig.tiny(b.output_dim, remat_policy="none").replace(
         action_dim=8, action_horizon=action_horizon, max_seq_len=max(12, action_horizon), max_state_dim=max_state_dim)
+    if architecture == "small":
+        width = 128
+        head = head.replace(hidden_size=width, input_embedding_dim=width,
+                            dit=DiTConfig(num_heads=4, head_dim=32, num_layers=4, output_dim=width,
+                                          cross_attention_dim=b.output_dim))
     return GR00TConfig(backbone=b, action_head=head)
 
 
@@ -588,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=int, default=8, help="parallel sub-envs while collecting")
     p.add_argument("--out", required=True, help="output directory; the checkpoint goes to OUT/global_step_<steps>")
     model = p.add_mutually_exclusive_group()
-    model.add_argument("--model-config", choices=("tiny", "n15"), default=None,
+    model.add_argument("--model-config", choices=MODEL_ARCHITECTURES, default=None,
                        help="random-init architecture (default tiny when --init is not given)")
     model.add_argument("--init", default=None, help="a converted GR00T checkpoint (gr00t_port.convert output)")
     p.add_argument("--tokenizer", default=None, help="Eagle tokenizer dir (default: a byte tokenizer for tiny; "
@@ -616,6 +632,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib
     from gr00t_port.processor import IMAGE_CONTEXT_TOKEN, find_tokenizer_dir, load_tokenizer
 
     check_task(args.task)
+    from jaxrl_isaac.envs.embedded.tasks import get_task
+    task_state_dim = sum(d for _, d in get_task(args.task).state_keys)
     settings = SFTSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, augment=not args.no_augment,
                            log_interval=args.log_interval, seed=args.seed)
     out = pathlib.Path(args.out)
@@ -630,20 +648,20 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib
             raise ValueError(f"{args.init}: assets lack 'gr00t_config'; convert it with python -m gr00t_port.convert")
         tokenizer_dir = find_tokenizer_dir(args.tokenizer, checkpoint_dir=args.init)
         cfg = GR00TConfig.from_dict(base_assets["gr00t_config"])
-    elif (args.model_config or "tiny") == "tiny":
+    elif (args.model_config or "tiny") in ("tiny", "small"):
         tokenizer_dir = (find_tokenizer_dir(args.tokenizer) if args.tokenizer is not None
                          else write_byte_tokenizer(out / TOKENIZER_SUBDIR))
         tokenizer = load_tokenizer(tokenizer_dir)
         cfg = tiny_model_config(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN),
-                                args.action_horizon)
+                                args.action_horizon, max_state_dim=max(16, task_state_dim),
+                                architecture=args.model_config or "tiny")
         params = None
     else:
         tokenizer_dir = find_tokenizer_dir(args.tokenizer)
         cfg = GR00TConfig.n15()
         params = None
     cfg = cfg.with_numerics(dtype=dtype)
-    from jaxrl_isaac.envs.embedded.tasks import get_task
-    check_model_fits(cfg, args.action_horizon, sum(d for _, d in get_task(args.task).state_keys))
+    check_model_fits(cfg, args.action_horizon, task_state_dim)
     tokenizer = load_tokenizer(tokenizer_dir)
     if len(tokenizer) > cfg.backbone.text.vocab_size:
         raise ValueError(f"tokenizer at {tokenizer_dir} has {len(tokenizer)} tokens, more than the model's "

@@ -193,3 +193,33 @@ def test_runs_on_cuda():
     assert inputs["state"].device.type == "cuda"
     np.testing.assert_allclose(inputs["state"][:, 3:6].cpu().double().numpy(), robosuite_quat2axisangle(quat_xyzw),
                                atol=2e-5)
+
+
+@pytest.mark.parametrize("quat_order", ["xyzw", "wxyz"])
+def test_stack_state_appends_cube_positions_and_quarter_turn_yaws(quat_order):
+    from jaxrl_isaac.envs.obs_mapping import STACK_STATE_KEYS, eef_gripper_cubes_state
+
+    terms, _ = policy_group(n=3, quat_order=quat_order)
+    # Upright cubes at yaws chosen to cover the folding: 0.3 stays, 1.2 -> 1.2 - pi/2, -2.0 -> -2.0 + pi/2,
+    # 3.0 -> 3.0 - pi, pi/4 - 1e-3 stays, -pi/4 stays (the fold is [-pi/4, pi/4)), ...
+    yaws = np.array([[0.3, 1.2, -2.0], [3.0, math.pi / 4 - 1e-3, -math.pi / 4 + 1e-4], [0.0, -1.0, 2.5]])
+    quat_xyzw = np.stack([np.zeros_like(yaws), np.zeros_like(yaws), np.sin(yaws / 2), np.cos(yaws / 2)], axis=-1)
+    quat = quat_xyzw if quat_order == "xyzw" else quat_xyzw[..., [3, 0, 1, 2]]
+    terms["cube_positions"] = torch.rand(3, 9)
+    terms["cube_orientations"] = torch.tensor(quat.reshape(3, 12), dtype=torch.float32)
+    state = eef_gripper_cubes_state(terms, quat_order)
+    assert state.shape == (3, sum(d for _, d in STACK_STATE_KEYS)) == (3, 20) and state.dtype == torch.float32
+    torch.testing.assert_close(state[:, :8], eef_axis_angle_gripper_state(terms, quat_order))
+    torch.testing.assert_close(state[:, 8:17], terms["cube_positions"])
+    expected = (yaws + math.pi / 4) % (math.pi / 2) - math.pi / 4  # python's % is a floor modulo, like remainder
+    np.testing.assert_allclose(state[:, 17:].numpy(), expected, atol=1e-5)
+    assert np.all(state[:, 17:].numpy() >= -math.pi / 4 - 1e-6) and np.all(state[:, 17:].numpy() < math.pi / 4)
+
+
+def test_stack_state_names_a_missing_cube_term():
+    from jaxrl_isaac.envs.obs_mapping import eef_gripper_cubes_state
+
+    terms, _ = policy_group(n=2)
+    terms["cube_positions"] = torch.zeros(2, 9)
+    with pytest.raises(KeyError, match="cube_orientations"):
+        eef_gripper_cubes_state(terms, "xyzw")

@@ -236,6 +236,7 @@ class EnvSplitConfig:
     use_fixed_reset_state_ids: bool = False
     enable_offload: bool = False  # RLinf: offload envs that implement offload(); IsaacLab does not
     device: Literal["cpu", "cuda"] = "cpu"  # ours: where the env's torch tensors live (IsaacLab: cuda)
+    num_workers: int = 1  # ours, embedded only: processes that step the sub-envs in parallel (1: in-process)
     video_cfg: VideoConfig = dataclasses.field(default_factory=VideoConfig)
     init_params: EnvInitParams
 
@@ -317,7 +318,7 @@ class BootstrapConfig:
     download, this makes it the way ``python -m jaxrl_isaac.sft`` does: a random ``architecture``, then
     ``sft_steps`` of flow-matching SFT on ``sft_episodes`` scripted-expert episodes (0: RL from random init)."""
 
-    architecture: Literal["tiny"] = "tiny"
+    architecture: Literal["tiny", "small"] = "tiny"
     sft_steps: int = 0
     sft_episodes: int = 32
     sft_batch_size: int = 32

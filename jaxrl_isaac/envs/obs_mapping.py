@@ -29,6 +29,9 @@ STATE_DIM = sum(d for _, d in FRANKA_EEF_STATE_KEYS)  # 8
 # The embedded reach task adds its target (IsaacLab's reach tasks put the pose command in the policy group too):
 # without it the target is only visible as a small marker in the camera images.
 REACH_STATE_KEYS: tuple[tuple[str, int], ...] = (*FRANKA_EEF_STATE_KEYS, ("target", 3))
+# The state-based stack task (IsaacLab's Isaac-Stack-Cube-Franka-IK-Rel-v0, whose policy group holds the cube poses)
+# adds the three cube centres and their yaws folded to a quarter turn: 8 + 9 + 3 = 20 dims.
+STACK_STATE_KEYS: tuple[tuple[str, int], ...] = (*FRANKA_EEF_STATE_KEYS, ("cube_pos", 9), ("cube_yaw", 3))
 
 # (policy_obs, quat_order) -> (N, D) float32. A task spec may supply its own (registry.py, embedded tasks).
 StateFn = Callable[[Mapping[str, torch.Tensor], str], torch.Tensor]
@@ -112,6 +115,28 @@ def eef_gripper_target_state(policy_obs: Mapping[str, torch.Tensor], quat_order:
     target = _read(policy_obs, "target_pos")
     _check_rows("target_pos", target, (3,), state.shape[0])
     return torch.cat([state, target.float()], dim=1)
+
+
+def cube_yaw_quarter_turn(quat_xyzw: torch.Tensor) -> torch.Tensor:
+    """Yaw about z of upright cubes, folded to [-pi/4, pi/4): a cube looks the same after a quarter turn, so this is
+    the rotation a top-down grasp must match. ``quat_xyzw`` (..., 4) -> (...)."""
+    x, y, z, w = quat_xyzw.unbind(-1)
+    yaw = torch.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    quarter = torch.pi / 2.0
+    return torch.remainder(yaw + quarter / 2.0, quarter) - quarter / 2.0
+
+
+def eef_gripper_cubes_state(policy_obs: Mapping[str, torch.Tensor], quat_order: str) -> torch.Tensor:
+    """RLinf's 8-dim state followed by ``cube_positions`` (N, 9) and the quarter-turn yaws of ``cube_orientations``
+    (N, 12, three quaternions in ``quat_order``): (N, 20) float32 (``STACK_STATE_KEYS``)."""
+    state = eef_axis_angle_gripper_state(policy_obs, quat_order)
+    num_envs = state.shape[0]
+    cube_pos = _read(policy_obs, "cube_positions")
+    _check_rows("cube_positions", cube_pos, (9,), num_envs)
+    cube_quat = _read(policy_obs, "cube_orientations")
+    _check_rows("cube_orientations", cube_quat, (12,), num_envs)
+    quats = to_xyzw(cube_quat.float().reshape(num_envs * 3, 4), quat_order).reshape(num_envs, 3, 4)
+    return torch.cat([state, cube_pos.float(), cube_yaw_quarter_turn(quats)], dim=1)
 
 
 def to_model_inputs(policy_obs: Mapping[str, torch.Tensor], quat_order: str, task_description: str, *,

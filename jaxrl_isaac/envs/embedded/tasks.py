@@ -8,7 +8,10 @@ Tasks (all share the scene, the 7-D relative-pose + binary-gripper action and th
 * ``Embedded-Lift-Cube-Franka-IK-Rel-v0``: grasp cube_2 (red) and raise it ``LIFT_HEIGHT`` (0.1 m) above its
   resting height on the table.
 * ``Embedded-Stack-Cube-Franka-IK-Rel-Visuomotor-v0``: IsaacLab's visuomotor stack task: red on blue, green on
-  red, gripper released, cubes at rest.
+  red, gripper released, cubes at rest. A VLA's state is RLinf's 8 dims: the cubes are seen only by the cameras.
+* ``Embedded-Stack-Cube-Franka-IK-Rel-v0``: the same task with the cube poses in the VLA's state (20 dims,
+  ``obs_mapping.STACK_STATE_KEYS``), as IsaacLab's state-based ``Isaac-Stack-Cube-Franka-IK-Rel-v0``. A small policy
+  learns it without having to learn vision first.
 
 Every task terminates on success and on a dropped cube (any cube centre below table top - 0.05 m, i.e. pushed off
 the table), and truncates at ``max_episode_steps``.
@@ -222,14 +225,18 @@ class TaskSpec:
 REACH_ID = "Embedded-Reach-Franka-IK-Rel-v0"
 LIFT_ID = "Embedded-Lift-Cube-Franka-IK-Rel-v0"
 STACK_ID = "Embedded-Stack-Cube-Franka-IK-Rel-Visuomotor-v0"
+STACK_STATE_ID = "Embedded-Stack-Cube-Franka-IK-Rel-v0"
+STACK_IDS = (STACK_ID, STACK_STATE_ID)
+_STACK_DESCRIPTION = "Stack the red block on the blue block, then stack the green block on the red block."
 
 TASKS: dict[str, TaskSpec] = {
     REACH_ID: TaskSpec(REACH_ID, "Move the gripper to the orange target.", reach_success, reach_potential,
                        has_reach_target=True, state_keys=obs_mapping.REACH_STATE_KEYS,
                        state_fn=obs_mapping.eef_gripper_target_state),
     LIFT_ID: TaskSpec(LIFT_ID, "Pick up the red block and lift it.", lift_success, lift_potential),
-    STACK_ID: TaskSpec(STACK_ID, "Stack the red block on the blue block, then stack the green block on the red block.",
-                       stack_success, stack_potential),
+    STACK_ID: TaskSpec(STACK_ID, _STACK_DESCRIPTION, stack_success, stack_potential),
+    STACK_STATE_ID: TaskSpec(STACK_STATE_ID, _STACK_DESCRIPTION, stack_success, stack_potential,
+                             state_keys=obs_mapping.STACK_STATE_KEYS, state_fn=obs_mapping.eef_gripper_cubes_state),
 }
 TASK_IDS: tuple[str, ...] = tuple(TASKS)
 
