@@ -2,6 +2,7 @@
 without cameras, with both cameras read every step, and with both read once per action chunk.
 
     python -m jaxrl_isaac.bench env --num-envs 1 8 64 --steps 200 --cam-size 200 --device cpu
+    python -m jaxrl_isaac.bench env --num-envs 64 --modes no_cameras --num-workers 1 8  # processes side by side
 
 Actions are a fixed-seed random walk of small relative-pose deltas with a random gripper sign, so the arm moves
 and the fingers open and close (a still arm would flatter the physics).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import time
 
@@ -28,6 +30,7 @@ class BenchResult:
     mode: str
     steps: int
     seconds: float
+    num_workers: int = 1
 
     @property
     def env_steps_per_s(self) -> float:
@@ -43,10 +46,10 @@ def _actions(num_envs: int, steps: int, seed: int) -> torch.Tensor:
 
 
 def run_one(task_id: str, num_envs: int, mode: str, steps: int, cam_size: int, device: str, chunk: int,
-            warmup: int = 5) -> BenchResult:
-    """Time ``steps`` env steps of one configuration (after ``warmup`` untimed steps)."""
+            warmup: int = 5, num_workers: int = 1) -> BenchResult:
+    """Time ``steps`` env steps of one configuration (after ``warmup`` untimed steps; worker start-up untimed)."""
     env = embedded.make(task_id, num_envs=num_envs, device=device, seed=0, table_cam=(cam_size, cam_size),
-                        wrist_cam=(cam_size, cam_size), max_episode_steps=10 ** 6)
+                        wrist_cam=(cam_size, cam_size), max_episode_steps=10 ** 6, num_workers=num_workers)
     try:
         actions = _actions(num_envs, steps + warmup, seed=0).to(device)
         obs, _ = env.reset(seed=0)
@@ -62,22 +65,32 @@ def run_one(task_id: str, num_envs: int, mode: str, steps: int, cam_size: int, d
             obs, *_ = env.step(actions[t])
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        return BenchResult(num_envs, mode, steps, time.perf_counter() - start)
+        return BenchResult(num_envs, mode, steps, time.perf_counter() - start, num_workers)
     finally:
         env.close()
 
 
 def format_table(results: list[BenchResult], cam_size: int, chunk: int) -> str:
+    """Rows: num_envs; columns: modes, each split by num_workers (with its speed-up over the first count) when
+    several worker counts were run."""
     headers = {"no_cameras": "no cameras", "cameras_every_step": f"2 cams {cam_size}² every step",
                "cameras_every_chunk": f"2 cams {cam_size}² every {chunk} steps"}
     modes = [m for m in MODES if any(r.mode == m for r in results)]
-    lines = ["| num_envs | " + " | ".join(headers[m] for m in modes) + " |",
-             "|---:|" + "---:|" * len(modes)]
+    workers = sorted({r.num_workers for r in results})
+    columns = [(m, w) for m in modes for w in workers]
+    if len(workers) == 1:
+        titles = [headers[m] for m in modes]
+    else:
+        titles = [f"{headers[m]}, {w} worker{'s' * (w > 1)}" for m, w in columns]
+    lines = ["| num_envs | " + " | ".join(titles) + " |", "|---:|" + "---:|" * len(columns)]
     for n in sorted({r.num_envs for r in results}):
+        rate = {(r.mode, r.num_workers): r.env_steps_per_s for r in results if r.num_envs == n}
         cells = []
-        for m in modes:
-            match = [r for r in results if r.num_envs == n and r.mode == m]
-            cells.append(f"{match[0].env_steps_per_s:,.0f}" if match else "–")
+        for m, w in columns:
+            cell = f"{rate[(m, w)]:,.0f}" if (m, w) in rate else "–"
+            if w != workers[0] and (m, w) in rate and (m, workers[0]) in rate:
+                cell += f" ({rate[(m, w)] / rate[(m, workers[0])]:.1f}x)"
+            cells.append(cell)
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -93,19 +106,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk", type=int, default=16, help="action-chunk length for the every-chunk mode")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--device", default="cpu", help="where the env returns tensors (cpu, cuda, cuda:0)")
+    parser.add_argument("--num-workers", type=int, nargs="+", default=[1],
+                        help="worker processes stepping the sub-envs (1: in-process); several give side-by-side "
+                             "columns with the speed-up over the first")
     args = parser.parse_args(argv)
-    if any(n < 1 for n in args.num_envs) or args.steps < 1:
-        parser.error("--num-envs and --steps must be positive")
+    if any(n < 1 for n in args.num_envs) or args.steps < 1 or any(w < 1 for w in args.num_workers):
+        parser.error("--num-envs, --steps and --num-workers must be positive")
     camera_steps = args.camera_steps or max(5, args.steps // 10)
     results = []
     for n in args.num_envs:
         for mode in args.modes:
-            steps = camera_steps if mode == "cameras_every_step" else args.steps
-            results.append(run_one(args.task, n, mode, steps, args.cam_size, args.device, args.chunk))
-            print(f"  {args.task} N={n:<4} {mode:<20} {results[-1].env_steps_per_s:>10,.0f} env-steps/s "
-                  f"({steps} steps, {results[-1].seconds:.2f} s)", flush=True)
+            for workers in args.num_workers:
+                if workers > n:
+                    continue  # a worker needs at least one sub-env
+                steps = camera_steps if mode == "cameras_every_step" else args.steps
+                results.append(run_one(args.task, n, mode, steps, args.cam_size, args.device, args.chunk,
+                                       num_workers=workers))
+                print(f"  {args.task} N={n:<4} workers={workers:<3} {mode:<20} "
+                      f"{results[-1].env_steps_per_s:>10,.0f} env-steps/s ({steps} steps, "
+                      f"{results[-1].seconds:.2f} s)", flush=True)
     print(f"\nEmbedded env throughput, env-steps/s ({args.task}, device={args.device}, "
-          f"{platform.processor() or platform.machine()}, torch threads={torch.get_num_threads()}):\n")
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch threads={torch.get_num_threads()}):\n")
     print(format_table(results, args.cam_size, args.chunk))
 
 
