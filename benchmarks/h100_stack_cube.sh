@@ -14,30 +14,30 @@ cd "$(dirname "$0")/.."
 phase=${1:?phase: sft | rl | resume}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" results/gpu
-if [ -d .gl ]; then for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; fi
-if [ -d .whl ]; then
+if [ -d .gl ] && [ -z "${NO_WHEELS:-}" ]; then for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; fi
+if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 1
   export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-} MUJOCO_GL=egl PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD:${PYTHONPATH:-} MUJOCO_GL=${MUJOCO_GL:-egl} PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.3   # two runs share the GPU
 if [ -d .carry ]; then for t in .carry/*.tgz; do [ -e "$t" ] && tar xzf "$t" -C results/gpu; done; fi
 G=results/gpu
 TASK=Embedded-Stack-Cube-Franka-IK-Rel-v0
 PPO_CFG=embedded_stack_cube_ppo_gr00t
 GRPO_CFG=embedded_stack_cube_grpo_gr00t
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 
 # The SFT command the config's actor.model.bootstrap runs (same arguments), here with an explicit output dir.
 sft() {  # steps
-  python3 -m jaxrl_isaac.sft --task $TASK --episodes 200 --num-envs 16 --model-config small --steps "$1" \
-    --batch-size 64 --lr 1e-3 --cam 32 --seed 1234 --log-interval 250 --out "$G/sft_$1"
+  python3 -m jaxrl_isaac.sft --task $TASK --episodes ${SFT_EPISODES:-200} --num-envs 16 --model-config small --steps "$1" \
+    --batch-size 64 --lr 1e-3 --cam 32 --seed 1234 --log-interval 1000 --no-augment --out "$G/sft_$1"
 }
 
 evaluate() {  # name, then overrides
   local name=$1; shift
-  python3 -m jaxrl_isaac.eval --config-name $PPO_CFG runner.logger.log_path="$G/eval_$name" "$@" \
+  python3 -m jaxrl_isaac.eval --config-name $PPO_CFG runner.logger.log_path="$G/eval_$name" "$@" ${EVAL_ARGS:-} \
     > "$OUT/eval_$name.log" 2>&1
   grep -E "eval/(success_once|success_at_end|return)" "$OUT/eval_$name.log" | sed "s/^/$name /"
 }
@@ -51,7 +51,7 @@ train() {  # run name, config, seconds, then overrides; stops after the last ste
 
 summary() {  # run: one line per logged step
   python3 - "$G/$1/metrics.jsonl" "$1" <<'PY'
-import json, sys
+import json, os, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
     keys = ("env/success_once", "eval/success_once", "actor/approx_kl", "time/step")
@@ -64,15 +64,48 @@ pack() {  # name, dir (relative to $G): a tgz in $OUT, split below the 16 MiB pe
 }
 
 case $phase in
-  sft)
-    for steps in 1500 5000; do sft $steps > "$OUT/sft_$steps.log" 2>&1 & done
+  sft)  # SFT_STEPS="4000 12000" by default; each start is evaluated with 16- and 8-step chunks
+    list=${SFT_STEPS:-4000 12000}
+    for steps in $list; do sft "$steps" > "$OUT/sft_$steps.log" 2>&1 & done
     wait
-    grep -h -E "collected|step (1|1500|5000)/" "$OUT"/sft_*.log
-    for steps in 1500 5000; do
-      evaluate "sft_$steps" actor.model.bootstrap=null actor.model.model_path="$G/sft_$steps/global_step_$steps" &
+    grep -h -E "collected|step [0-9]+/" "$OUT"/sft_*.log
+    for chunks in 16 8; do
+      for steps in $list; do
+        evaluate "sft_${steps}_c$chunks" actor.model.bootstrap=null \
+          actor.model.model_path="$G/sft_$steps/global_step_$steps" actor.model.num_action_chunks=$chunks &
+      done
+      wait
     done
-    wait
-    for steps in 1500 5000; do pack "sft_$steps" "sft_$steps"; done
+    # Optionally go on with PPO from the start whose success is closest to 0.5 within [0.3, 0.7] (16-step chunks).
+    if [ -n "${THEN_PPO_UNTIL:-}" ]; then  # seconds since the script started when PPO must stop
+      best=$(python3 - $G $list <<'PY'
+import json, os, sys
+g, best = sys.argv[1], None
+for steps in sys.argv[2:]:
+    rows = [json.loads(l) for l in open(f"{g}/eval_sft_{steps}_c16/metrics.jsonl")]
+    s0 = rows[-1]["eval/success_once"]
+    print(f"sft_{steps}: eval/success_once {s0:.3f}", file=sys.stderr)
+    if float(os.environ.get("S0_MIN", 0.3)) <= s0 <= 0.7 and (best is None or abs(s0 - 0.5) < best[0]):
+        best = (abs(s0 - 0.5), steps)
+print(best[1] if best else "")
+PY
+)
+      pack "sft_${best:-${list##* }}" "sft_${best:-${list##* }}"
+      if [ -n "$best" ]; then
+        echo "PPO from sft_$best"
+        export XLA_PYTHON_CLIENT_MEM_FRACTION=0.6
+        train ppo $PPO_CFG $((THEN_PPO_UNTIL - SECONDS)) actor.model.bootstrap=null \
+          actor.model.model_path="$G/sft_$best/global_step_$best" runner.save_interval=10 ${PPO_ARGS:-}
+        summary ppo
+        last=$(ls -d $G/ppo/checkpoints/global_step_* | sort -t_ -k3 -n | tail -1)
+        pack ppo "ppo/checkpoints/$(basename "$last")"
+        cp "$G/ppo/metrics.jsonl" "$OUT/ppo_metrics.jsonl"
+      else
+        echo "no SFT start in [0.3, 0.7]"
+      fi
+    else
+      for steps in $list; do pack "sft_$steps" "sft_$steps"; done
+    fi
     ;;
   rl)
     boot=${2:?BOOT: an SFT step dir under results/gpu}; seconds=${3:-480}
@@ -99,4 +132,6 @@ case $phase in
     ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac
+# At most 8 files come back from the device host: logs and metrics travel as one tgz.
+(cd "$OUT" && tar czf logs.tgz --remove-files $(ls | grep -E '\.(log|jsonl)$'))
 ls -la "$OUT"

@@ -572,7 +572,7 @@ def max_episode_steps_for_stats(task_id: str) -> int:
 
 def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: str = "tiny", steps: int,
                          episodes: int, batch_size: int, lr: float, cam: int, seed: int = 0,
-                         embodiment_tag: str = DEFAULT_EMBODIMENT_TAG, num_envs: int = 16,
+                         embodiment_tag: str = DEFAULT_EMBODIMENT_TAG, num_envs: int = 16, augment: bool = True,
                          log: Callable[[str], None] = print) -> pathlib.Path:
     """``python -m jaxrl_isaac.sft`` with these arguments into ``out`` from a random ``architecture``, unless ``out``
     already holds the result of the same arguments; ``steps=0`` is the random init with its normalisation statistics
@@ -583,7 +583,7 @@ def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: 
     argv = ["--task", task_id, "--episodes", str(episodes), "--num-envs", str(num_envs), "--out", str(out),
             "--model-config", architecture, "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
             "--cam", str(cam), "--seed", str(seed), "--embodiment-tag", embodiment_tag,
-            "--log-interval", str(max(steps // 10, 1))]
+            "--log-interval", str(max(steps // 10, 1)), *([] if augment else ["--no-augment"])]
     step_dir, recipe_file = out / f"{STEP_PREFIX}_{steps}", out / "bootstrap.json"
     if step_dir.is_dir() and recipe_file.is_file() and json.loads(recipe_file.read_text()) == argv:
         log(f"reusing the bootstrap SFT checkpoint {step_dir}")

@@ -621,7 +621,7 @@ def bootstrap_checkpoint_for(cfg: Any, split: str = "train") -> Path:
                                     architecture=boot.architecture, steps=boot.sft_steps, episodes=boot.sft_episodes,
                                     batch_size=boot.sft_batch_size, lr=boot.sft_lr, cam=table.height,
                                     seed=cfg.actor.seed, embodiment_tag=m.embodiment_tag,
-                                    log=logging.getLogger(__name__).info)
+                                    augment=boot.sft_augment, log=logging.getLogger(__name__).info)
 
 
 def read_converted_assets(path: str | os.PathLike) -> tuple[Path, dict]:
