@@ -14,7 +14,7 @@ from jaxrl_isaac.config.schema import CAMERA_KEYS, LOGGER_BACKENDS
 DEFAULT = "embedded_reach_ppo_baseline"
 REACH_FILE = "configs/embedded_reach_ppo_baseline.yaml"
 SHIPPED = ("embedded_reach_ppo_gr00t_tiny", "embedded_reach_ppo_baseline", "embedded_lift_ppo_baseline",
-           "embedded_stack_cube_ppo_baseline",
+           "embedded_stack_cube_ppo_baseline", "embedded_stack_cube_ppo_gr00t", "embedded_stack_cube_grpo_gr00t",
            "isaaclab_ppo_gr00t_demo", "isaaclab_franka_stack_cube_ppo_gr00t")
 
 
@@ -382,6 +382,16 @@ def test_placement_errors(placement, expected):
 def test_bad_placement_in_config_names_source():
     assert error_of('cluster.component_placement={env: 3-1, rollout: 0, actor: 0}') == \
         "command line: cluster.component_placement.env='3-1': range '3-1' ends before it starts"
+
+
+def test_env_num_workers_rules():
+    assert error_of("env.train.num_workers=0") == "command line: env.train.num_workers=0 must be >= 1"
+    assert "must split the 32 envs (env.train.total_num_envs) into equal shards" in error_of("env.train.num_workers=3")
+    assert "multiples of env.train.group_size=8" in error_of("env.train.num_workers=16",
+                                                            name="embedded_stack_cube_grpo_gr00t")
+    assert "is for the embedded simulator" in error_of("env.train.num_workers=2",
+                                                       name="isaaclab_franka_stack_cube_ppo_gr00t")
+    assert load_config(DEFAULT, overrides=["env.train.num_workers=4"]).env.train.num_workers == 4
 
 
 # ------------------------------------------------------------------------------------------------------------ CLI

@@ -103,3 +103,27 @@ def test_bootstrap_config_errors(tmp_path, capsys):
     assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={tmp_path}",
                        "actor.model.rl_head_config.padding_value=100", *RANDOM_INIT, *SMALL]) == 2
     assert "padding_value=100 is shorter than the prompt (125 tokens" in capsys.readouterr().err
+
+
+def test_stack_state_task_small_gr00t_bootstrap_then_ppo_on_parallel_env(tmp_path):
+    """The GPU proof's path at toy size: the state-based stack task (20-dim state with the cube poses), the small
+    architecture bootstrapped without image jitter, PPO stepping the simulator in 2 worker processes."""
+    from jaxrl_isaac.models.gr00t_policy import read_converted_assets
+
+    log = tmp_path / "run"
+    args = ["--config-name", "embedded_stack_cube_ppo_gr00t", f"runner.logger.log_path={log}",
+            "env.train.total_num_envs=8", "env.train.num_workers=2", "env.train.rollout_epoch=1",
+            "env.train.max_episode_steps=16", "env.train.max_steps_per_rollout_epoch=16",
+            "actor.global_batch_size=8", "actor.micro_batch_size=2", "algorithm.update_epoch=1",
+            "runner.save_interval=-1", "runner.val_check_interval=-1", "runner.max_epochs=1",
+            "actor.model.bootstrap.sft_steps=2", "actor.model.bootstrap.sft_episodes=1",
+            "actor.optim.critic_warmup_steps=0"]
+    assert train.main(args) == 0
+    recipe = json.loads((log / "bootstrap" / "bootstrap.json").read_text())
+    assert "--no-augment" in recipe and recipe[recipe.index("--model-config") + 1] == "small"
+    _, assets = read_converted_assets(log / "bootstrap" / "global_step_2")
+    head = assets["gr00t_config"]["action_head"]
+    assert (head["hidden_size"], head["max_state_dim"]) == (128, 20)
+    assert "cube_pos" in json.dumps(assets["modality_layout"]) and "cube_yaw" in json.dumps(assets["modality_layout"])
+    (row,) = _metrics(log)
+    assert row["step"] == 1 and np.isfinite(row["actor/loss"]) and row["env/num_trajectories"] == 8

@@ -639,9 +639,10 @@ def _check_split(check: _Checker, name: str, split: EnvSplitConfig, env_ranks: i
         if split.env_type != "embedded":
             check.fail(f"{k}.num_workers", f"{k}.num_workers={split.num_workers} is for the embedded simulator; "
                                            f"IsaacLab steps its envs on the GPU (use num_workers=1)")
-        elif per_stage % split.num_workers or (per_stage // split.num_workers) % split.group_size:
-            check.fail(f"{k}.num_workers", f"{k}.num_workers={split.num_workers} must split the {per_stage} envs "
-                                           f"per simulator instance into equal shards that are multiples of "
+        # One process builds the split's env of total_num_envs sub-envs (runner.py); its workers share them.
+        elif total % split.num_workers or (total // split.num_workers) % split.group_size:
+            check.fail(f"{k}.num_workers", f"{k}.num_workers={split.num_workers} must split the {total} envs "
+                                           f"({k}.total_num_envs) into equal shards that are multiples of "
                                            f"{k}.group_size={split.group_size}")
     if per_stage % split.group_size:
         check.fail(f"{k}.group_size", f"{k}.group_size={split.group_size} must divide the {per_stage} envs per "
