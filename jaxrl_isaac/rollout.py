@@ -117,7 +117,9 @@ class RolloutCollector:
         s, env, rec = self.s, self.env, self.recorder
         n, C = env.num_envs, s.num_action_chunks
         stats = _EpisodeStats(n, env.device, first_only=not s.auto_reset)
-        timings = {"time/env_step": 0.0, "time/policy": 0.0}
+        # time/policy = time/policy_inputs (camera rendering of lazy envs, preprocessing, host -> device) +
+        # time/policy_forward (the jitted sample and the actions back to the env's device).
+        timings = {"time/env_step": 0.0, "time/policy": 0.0, "time/policy_inputs": 0.0, "time/policy_forward": 0.0}
         video_time = 0.0
         epochs = []
         for epoch in range(s.rollout_epoch):
@@ -130,9 +132,12 @@ class RolloutCollector:
             for t in range(s.chunk_steps):
                 t0 = time.perf_counter()
                 obs_j = self._read(self._obs)
+                t_inputs = time.perf_counter()
                 sample = self._sample(params, obs_j, jax.random.fold_in(rng, epoch * s.chunk_steps + t))
                 actions = bridge.jax_to_torch(sample.actions).to(env.device)
                 t1 = time.perf_counter()
+                timings["time/policy_inputs"] += t_inputs - t0
+                timings["time/policy_forward"] += t1 - t_inputs
                 chunk_reward = torch.zeros((n, C), device=env.device)  # owned copies of the reused buffers
                 chunk_done = torch.zeros((n, C), dtype=torch.bool, device=env.device)
                 chunk_video_time = 0.0
@@ -161,8 +166,13 @@ class RolloutCollector:
                 rewards.append(bridge.torch_to_jax(chunk_reward))
                 dones.append(bridge.torch_to_jax(chunk_done))
             t0 = time.perf_counter()
-            final_value = self._value(params, self._read(self._obs))
-            timings["time/policy"] += time.perf_counter() - t0
+            final_obs = self._read(self._obs)
+            t_inputs = time.perf_counter()
+            final_value = jax.block_until_ready(self._value(params, final_obs))
+            t1 = time.perf_counter()
+            timings["time/policy"] += t1 - t0
+            timings["time/policy_inputs"] += t_inputs - t0
+            timings["time/policy_forward"] += t1 - t_inputs
             if rec is not None:
                 rec.end()
             if not s.auto_reset:
