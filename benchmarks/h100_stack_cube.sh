@@ -3,8 +3,9 @@
 # the H100 device host (16 cores). Every phase is one invocation of at most 10 minutes; runs continue across
 # invocations through their checkpoints (runner.resume_dir), which is how a long run is done in pieces.
 #
-#   bash benchmarks/h100_stack_cube.sh sft                       # SFT starts (two lengths), eval of each
-#   bash benchmarks/h100_stack_cube.sh rl  BOOT SECONDS          # PPO and GRPO from BOOT, side by side
+#   bash benchmarks/h100_stack_cube.sh sft                       # SFT starts (SFT_STEPS), eval of each; with
+#                                                                # THEN_PPO_UNTIL=T, PPO from the best until T s
+#   bash benchmarks/h100_stack_cube.sh rl  BOOT SECONDS          # PPO, then GRPO, from BOOT (SECONDS each)
 #   bash benchmarks/h100_stack_cube.sh resume RUN SECONDS BOOT   # continue RUN (ppo|grpo) from its last checkpoint
 #
 # State lives in results/gpu (gitignored). Where the device host starts bare, the previous piece's outputs are
@@ -109,9 +110,9 @@ PY
   rl)
     boot=${2:?BOOT: an SFT step dir under results/gpu}; seconds=${3:-480}
     start=(actor.model.bootstrap=null actor.model.model_path="$G/$boot")
-    train ppo $PPO_CFG "$seconds" "${start[@]}" runner.save_interval=10 &
-    train grpo $GRPO_CFG "$seconds" "${start[@]}" runner.save_interval=10 &
-    wait
+    # One after the other, SECONDS each: two JAX processes on one GPU time-slice it.
+    train ppo $PPO_CFG "$seconds" "${start[@]}" runner.save_interval=10
+    train grpo $GRPO_CFG "$seconds" "${start[@]}" runner.save_interval=10
     for run in ppo grpo; do
       summary "$run"
       last=$(ls -d $G/$run/checkpoints/global_step_* | sort -t_ -k3 -n | tail -1)
