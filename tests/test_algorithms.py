@@ -170,3 +170,23 @@ def test_losses_use_trajectory_weights_when_given():
     per_v = np.maximum(0.5 * (np.asarray(returns) - np.asarray(values)) ** 2,
                        0.5 * (np.asarray(returns) - clipped) ** 2)
     assert float(v.loss) == pytest.approx(float(np.mean(per_v * mask * weight)), rel=1e-5)
+
+
+def test_rollout_explained_variance_is_over_the_whole_masked_rollout():
+    """rollout/explained_variance: 1 - Var[R - V] / Var[R] over every valid sample, with rollout-time values."""
+    from jaxrl_isaac.algorithms.embodied import AdvantageSettings, Trajectory, compute_advantages_and_returns
+
+    T, B, C = 5, 3, 2
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=(T, B, C)).astype(np.float32)
+    values = rng.normal(size=(T + 1, B)).astype(np.float32)
+    dones = np.zeros((T + 1, B, C), bool)
+    dones[3, 1, 1] = True  # env 1 ends inside chunk step 2: its steps 3, 4 are masked
+    traj = Trajectory(obs={"x": np.zeros((T, B, 1), np.float32)}, train_inputs={"u": np.zeros((T, B, 1), np.float32)},
+                      logprobs=np.zeros((T, B), np.float32), values=values, rewards=rewards, dones=dones)
+    batch, metrics = compute_advantages_and_returns(traj, AdvantageSettings(gamma=0.9, gae_lambda=0.8))
+    mask = batch["mask"].reshape(T, B)
+    ret, val = np.asarray(batch["returns"]).reshape(T, B)[mask], values[:-1][mask]
+    assert mask.sum() == T * B - 2
+    expected = 1.0 - np.var(ret - val) / np.var(ret)
+    np.testing.assert_allclose(float(metrics["rollout/explained_variance"]), expected, rtol=1e-5)

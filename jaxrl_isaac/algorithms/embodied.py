@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxrl_isaac.algorithms import advantages as adv_lib
+from jaxrl_isaac.algorithms.ppo import explained_variance
 
 
 @struct.dataclass
@@ -98,6 +99,9 @@ def compute_advantages_and_returns(traj: Trajectory, s: AdvantageSettings) -> tu
         "rollout/advantages_max": jnp.max(jnp.where(mask, advantages, -jnp.inf)),
         "rollout/advantages_min": jnp.min(jnp.where(mask, advantages, jnp.inf)),
         "rollout/values_mean": adv_lib.masked_mean(traj.values[:-1], mask),
+        # Over the whole rollout with the rollout-time values (cleanrl's explained_var); actor/explained_variance
+        # is the mean over minibatches, where a minibatch of near-equal returns can make it hugely negative.
+        "rollout/explained_variance": explained_variance(traj.values[:-1], returns, mask),
         "rollout/valid_fraction": mask.mean(),
     }
     return batch, metrics
