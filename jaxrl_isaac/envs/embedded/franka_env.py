@@ -24,6 +24,27 @@ REWARD_TYPES = ("sparse", "shaped")
 RESET_OPTION_KEYS = ("joint_pos", "cube_positions", "cube_orientations", "target_pos")
 
 
+def check_env_args(num_envs: int, group_size: int, max_episode_steps: int, reward_type: str, table_cam, wrist_cam,
+                   device: str | torch.device) -> torch.device:
+    """One-line ValueErrors for bad constructor arguments (shared by the in-process and the process-parallel env);
+    returns the torch device."""
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
+    if not isinstance(group_size, int) or group_size < 1 or num_envs % group_size:
+        raise ValueError(f"group_size must be a positive int dividing num_envs={num_envs}, got {group_size!r}")
+    if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
+    if reward_type not in REWARD_TYPES:
+        raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
+    for name, hw in (("table_cam", table_cam), ("wrist_cam", wrist_cam)):
+        if len(tuple(hw)) != 2 or min(int(v) for v in hw) < 1:
+            raise ValueError(f"{name} must be (height, width) with positive ints, got {hw!r}")
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
+    return torch_device
+
+
 class EmbeddedFrankaEnv:
     """Batched Franka cube env with IsaacLab's vectorised API (same-step auto-reset, torch outputs).
 
@@ -47,20 +68,7 @@ class EmbeddedFrankaEnv:
                  table_cam: tuple[int, int] = (200, 200), wrist_cam: tuple[int, int] = (200, 200),
                  max_episode_steps: int = 600, group_size: int = 1, reward_type: str = "sparse"):
         self.task = tasks.get_task(task_id)
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        if not isinstance(group_size, int) or group_size < 1 or num_envs % group_size:
-            raise ValueError(f"group_size must be a positive int dividing num_envs={num_envs}, got {group_size!r}")
-        if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be a positive int, got {max_episode_steps!r}")
-        if reward_type not in REWARD_TYPES:
-            raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
-        for name, hw in (("table_cam", table_cam), ("wrist_cam", wrist_cam)):
-            if len(tuple(hw)) != 2 or min(int(v) for v in hw) < 1:
-                raise ValueError(f"{name} must be (height, width) with positive ints, got {hw!r}")
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
+        self.device = check_env_args(num_envs, group_size, max_episode_steps, reward_type, table_cam, wrist_cam, device)
         self.task_id = task_id
         self.num_envs = num_envs
         self.group_size = group_size

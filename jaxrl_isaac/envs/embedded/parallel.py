@@ -43,7 +43,7 @@ import torch
 
 from jaxrl_isaac.envs.contract import CAMERA_KEYS, POLICY_GROUP, EnvInputError, validate_action
 from jaxrl_isaac.envs.embedded import diff_ik, scene, tasks
-from jaxrl_isaac.envs.embedded.franka_env import REWARD_TYPES, RESET_OPTION_KEYS, EmbeddedFrankaEnv
+from jaxrl_isaac.envs.embedded.franka_env import RESET_OPTION_KEYS, EmbeddedFrankaEnv, check_env_args
 from jaxrl_isaac.envs.embedded.observations import LazyObsGroup
 
 WORKER_SEED_STRIDE = 1000003  # worker k's seed = seed + WORKER_SEED_STRIDE * k
@@ -413,17 +413,9 @@ class ParallelFrankaEnv:
                  num_workers: int = 2):
         # Cheap checks first: a bad input should not cost K process starts.
         self.task = tasks.get_task(task_id)
-        if not isinstance(num_envs, int) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
-        if not isinstance(group_size, int) or group_size < 1 or num_envs % group_size:
-            raise ValueError(f"group_size must be a positive int dividing num_envs={num_envs}, got {group_size!r}")
-        if reward_type not in REWARD_TYPES:
-            raise ValueError(f"reward_type must be one of {REWARD_TYPES}, got {reward_type!r}")
+        self.device = check_env_args(num_envs, group_size, max_episode_steps, reward_type, table_cam, wrist_cam, device)
         _check_seed(seed)
         self._shards = shard_bounds(num_envs, num_workers, group_size)
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but torch sees no CUDA device")
         self.task_id = task_id
         self.num_envs = num_envs
         self.num_workers = num_workers
