@@ -323,7 +323,7 @@ class BootstrapConfig:
     sft_episodes: int = 32
     sft_batch_size: int = 32
     sft_lr: float = 1e-3
-    sft_augment: bool = True  # Isaac-GR00T's train-mode image transforms; off = --no-augment (10x cheaper batches)
+    sft_augment: bool = True  # Isaac-GR00T's train-mode image transforms; off = --no-augment (cheaper batches)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
