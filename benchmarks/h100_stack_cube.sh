@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/h100_stack_cube.sh sft                       # SFT starts (SFT_STEPS), eval of each; with
 #                                                                # THEN_PPO_UNTIL=T, PPO from the best until T s
+#   bash benchmarks/h100_stack_cube.sh profile BOOT [CHUNKS]     # rendering throughput; 2 short PPO steps' timings
 #   bash benchmarks/h100_stack_cube.sh rl  BOOT SECONDS          # PPO, then GRPO, from BOOT (SECONDS each)
 #   bash benchmarks/h100_stack_cube.sh resume RUN SECONDS BOOT   # continue RUN (ppo|grpo) from its last checkpoint
 #
@@ -22,12 +23,16 @@ if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} MUJOCO_GL=${MUJOCO_GL:-egl} PYTHONUNBUFFERED=1
-if [ -d .carry ]; then for t in .carry/*.tgz; do [ -e "$t" ] && tar xzf "$t" -C results/gpu; done; fi
+if [ -d .carry ]; then  # whole tgz files, and tgz files split into .tgz.00, .tgz.01, ... by pack()
+  for t in .carry/*.tgz; do [ -e "$t" ] && tar xzf "$t" -C results/gpu; done
+  for t in .carry/*.tgz.00; do [ -e "$t" ] && cat "${t%.00}".* | tar xzf - -C results/gpu; done
+fi
 G=results/gpu
 TASK=Embedded-Stack-Cube-Franka-IK-Rel-v0
 PPO_CFG=embedded_stack_cube_ppo_gr00t
 GRPO_CFG=embedded_stack_cube_grpo_gr00t
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+python3 -c "import jax; print('JAX', jax.__version__, jax.devices())"
 
 # The SFT command the config's actor.model.bootstrap runs (same arguments), here with an explicit output dir.
 sft() {  # steps (kept when a previous piece on this host already wrote it)
@@ -55,7 +60,8 @@ summary() {  # run: one line per logged step
 import json, os, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
-    keys = ("env/success_once", "eval/success_once", "actor/approx_kl", "time/step")
+    keys = ("env/success_once", "eval/success_once", "actor/approx_kl", "time/step", "time/env_step",
+            "time/policy_inputs", "time/policy_forward", "time/actor_training")
     print(sys.argv[2], m["step"], *(f"{k}={m[k]:.3f}" for k in keys if isinstance(m.get(k), float)))
 PY
 }
@@ -69,6 +75,8 @@ case $phase in
     list=${SFT_STEPS:-4000 12000}
     # One JAX process per GPU at a time: two time-slice the GPU and both run ~7x slower (seen on the H100).
     for steps in $list; do sft "$steps" > "$OUT/sft_$steps.log" 2>&1; done
+    # Without THEN_PPO_UNTIL the starts travel back now, before anything that could overrun the call.
+    [ -z "${THEN_PPO_UNTIL:-}" ] && for steps in $list; do pack "sft_$steps" "sft_$steps"; done
     grep -h -E "collected|step [0-9]+/" "$OUT"/sft_*.log
     for chunks in ${EVAL_CHUNKS:-16 8}; do
       for steps in $list; do
@@ -103,9 +111,16 @@ PY
       else
         echo "no SFT start in [0.3, 0.7]"
       fi
-    else
-      for steps in $list; do pack "sft_$steps" "sft_$steps"; done
     fi
+    ;;
+  profile)  # where a global step's time goes: camera rendering alone, then two PPO steps of one rollout epoch
+    boot=${2:?BOOT: an SFT step dir under results/gpu}; chunks=${3:-16}
+    python3 -m jaxrl_isaac.bench env --task $TASK --num-envs 64 --num-workers 1 8 --cam-size 32 --chunk "$chunks" \
+      --modes no_cameras cameras_every_chunk --steps 224
+    train profile $PPO_CFG 300 actor.model.bootstrap=null actor.model.model_path="$G/$boot" \
+      actor.model.num_action_chunks="$chunks" runner.max_epochs=2 env.train.rollout_epoch=1 \
+      runner.save_interval=-1 runner.val_check_interval=-1 ${PPO_ARGS:-}
+    summary profile
     ;;
   rl)
     boot=${2:?BOOT: an SFT step dir under results/gpu}; seconds=${3:-480}

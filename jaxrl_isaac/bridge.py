@@ -44,6 +44,7 @@ so the tensor stays valid after the ``jax.Array`` is dropped. Never write into t
 are immutable; an in-place write changes the JAX array too) and do not donate the array to a jitted
 function while the tensor is in use. A sharded array has no single buffer: pass ``device=`` to gather
 it onto one device (a copy), or take a replicated array's shard on that device (no copy).
+``jax_to_torch_on`` copies to the host instead where a GPU policy drives a CPU simulator.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import torch
 
 # Re-exported for entry points; importing it from ``jaxrl_isaac.jax_setup`` avoids importing jax/torch.
@@ -258,6 +260,19 @@ def jax_to_torch(a: jax.Array, *, sync: Sync = "device", device: jax.Device | No
     except Exception as err:  # noqa: BLE001 - re-raised as one line naming the array
         raise BridgeError(f"{name}: torch.from_dlpack of {a.dtype}{list(a.shape)} on {jax_device} failed: "
                           f"{_first_line(err)}") from err
+
+
+def jax_to_torch_on(a: jax.Array, device: torch.device | str, *, name: str = "array") -> torch.Tensor:
+    """``a`` as a torch tensor on ``device`` (where the simulator wants its actions).
+
+    Zero-copy (``jax_to_torch``) when ``a`` already lives on that kind of device; one device -> host copy when a
+    policy on an accelerator drives a CPU simulator (the embedded MuJoCo env): DLPack cannot hand a GPU buffer
+    to a CPU tensor, and the copy avoids needing a CUDA build of torch for it.
+    """
+    device = torch.device(device)
+    if device.type == "cpu" and any(d.platform != "cpu" for d in a.devices()):
+        return torch.from_numpy(np.asarray(a))
+    return jax_to_torch(a, name=name).to(device)
 
 
 # ---------------------------------------------------------------------------------------------

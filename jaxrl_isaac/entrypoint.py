@@ -38,6 +38,9 @@ def start_jax(cfg) -> bool:
         configure_jax_memory(cfg.cluster.jax_mem_fraction)
     import jax
     from jaxrl_isaac.config.loader import validate
+    # Which backend JAX actually got: a broken CUDA plugin makes JAX fall back to the CPU with only a warning.
+    logging.getLogger("jaxrl_isaac").info("JAX %s on %d %s device(s): %s", jax.__version__, jax.device_count(),
+                                          jax.default_backend(), jax.devices()[0].device_kind)
     try:
         validate(cfg, num_devices=jax.device_count())
     except ConfigError as e:

@@ -136,7 +136,9 @@ class Evaluator:
     """
 
     def __init__(self, env, policy, settings: EvalSettings, video: VideoSettings | None = None,
-                 owns_env: bool = False):
+                 owns_env: bool = False, device=None):
+        """``device``: the JAX device the policy runs on (default: JAX's first device); observations are
+        committed to it (a copy for a CPU simulator and an accelerator policy)."""
         import jax
         from jaxrl_isaac.video import VideoRecorder
         self.env, self.policy, self.s, self.owns_env = env, policy, settings, owns_env
@@ -145,7 +147,7 @@ class Evaluator:
         # seed and the chunk index, so every evaluation replays the same noise as well as the same resets.
         self._noise_key = (jax.random.PRNGKey(settings.seed) if getattr(policy, "eval_samples_noise", False)
                            else None)
-        self._device = None  # where the env's observations land in JAX (known after the first reset)
+        self._device = jax.devices()[0] if device is None else device
         self.recorder = VideoRecorder(video, env.num_envs) if video is not None else None
 
     @classmethod
@@ -160,13 +162,16 @@ class Evaluator:
         if env is None:
             from jaxrl_isaac.envs.factory import make_env
             env = make_env(split)
+        from jaxrl_isaac.runner import rollout_device
         settings = EvalSettings.from_split(split, cfg.actor.model.num_action_chunks)
-        return cls(env, policy, settings, VideoSettings.from_config(split.video_cfg), owns_env=owns_env)
+        return cls(env, policy, settings, VideoSettings.from_config(split.video_cfg), owns_env=owns_env,
+                   device=rollout_device(cfg))
 
     def _read(self, obs):
         from jaxrl_isaac import bridge
         from jaxrl_isaac.envs.contract import POLICY_GROUP
-        return bridge.tree_torch_to_jax(self.policy.read_obs(obs[POLICY_GROUP]))
+        import jax
+        return jax.device_put(bridge.tree_torch_to_jax(self.policy.read_obs(obs[POLICY_GROUP])), self._device)
 
     def init_params(self, rng) -> Any:
         """Freshly initialised params for this env's observations (the target a checkpoint is restored into)."""
@@ -193,16 +198,14 @@ class Evaluator:
         for epoch in range(s.rollout_epoch):
             if epoch == 0 or not s.auto_reset:
                 obs, _ = env.reset(seed=self._reset_seed(epoch))
-            if self._device is None:
-                self._device = next(iter(jax.tree.leaves(self._read(obs))[0].devices()))
-            if epoch == 0:  # the policy runs where the env's observations land in JAX
+            if epoch == 0:
                 params = jax.device_put(params, self._device)
             if rec is not None:
                 rec.begin(f"global_step_{global_step}_epoch_{epoch}")
             for chunk in range(s.chunk_steps):
                 noise = () if self._noise_key is None else (
                     jax.device_put(jax.random.fold_in(self._noise_key, epoch * s.chunk_steps + chunk), self._device),)
-                actions = bridge.jax_to_torch(self._act(params, self._read(obs), *noise)).to(env.device)
+                actions = bridge.jax_to_torch_on(self._act(params, self._read(obs), *noise), env.device)
                 for c in range(C):
                     obs, reward, terminated, truncated, extras = env.step(actions[:, c].contiguous())
                     # Owned copies: IsaacLab reuses these buffers, and a reset below may touch them.

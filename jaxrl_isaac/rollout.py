@@ -100,9 +100,13 @@ class RolloutCollector:
     """Runs the env with a policy and returns a time-major ``Trajectory`` of JAX arrays."""
 
     def __init__(self, env: VecEnv, policy: Policy, settings: RolloutSettings,
-                 recorder: VideoRecorder | None = None):
+                 recorder: VideoRecorder | None = None, device: jax.Device | None = None):
+        """``device``: where the policy runs. Observations, rewards and dones are committed to it (one host ->
+        device copy per call for a CPU simulator driving an accelerator policy); None keeps them where the
+        simulator's tensors land in JAX (zero-copy)."""
         self.env, self.policy, self.s = env, policy, settings
         self.recorder = recorder
+        self.device = device
         self._sample = jax.jit(policy.sample)
         self._value = jax.jit(policy.value)
         self._obs = None
@@ -111,7 +115,10 @@ class RolloutCollector:
         model_obs = self.policy.read_obs(obs[POLICY_GROUP])
         for key, value in model_obs.items():  # a NaN observation would silently poison the update
             check_finite(f"observation {key!r}", value)
-        return bridge.tree_torch_to_jax(model_obs)
+        return self._put(bridge.tree_torch_to_jax(model_obs))
+
+    def _put(self, tree):
+        return tree if self.device is None else jax.device_put(tree, self.device)
 
     def collect(self, params: Any, rng: jax.Array, global_step: int) -> tuple[Trajectory, dict[str, float]]:
         s, env, rec = self.s, self.env, self.recorder
@@ -128,13 +135,13 @@ class RolloutCollector:
             if rec is not None:
                 rec.begin(f"global_step_{global_step + 1}_epoch_{epoch}")
             obs_steps, samples, rewards, dones = [], [], [], []
-            dones.append(jnp.zeros((n, C), bool))
+            dones.append(self._put(jnp.zeros((n, C), bool)))
             for t in range(s.chunk_steps):
                 t0 = time.perf_counter()
                 obs_j = self._read(self._obs)
                 t_inputs = time.perf_counter()
                 sample = self._sample(params, obs_j, jax.random.fold_in(rng, epoch * s.chunk_steps + t))
-                actions = bridge.jax_to_torch(sample.actions).to(env.device)
+                actions = bridge.jax_to_torch_on(sample.actions, env.device)
                 t1 = time.perf_counter()
                 timings["time/policy_inputs"] += t_inputs - t0
                 timings["time/policy_forward"] += t1 - t_inputs
@@ -163,8 +170,8 @@ class RolloutCollector:
                 video_time += chunk_video_time
                 obs_steps.append(obs_j)
                 samples.append(sample)
-                rewards.append(bridge.torch_to_jax(chunk_reward))
-                dones.append(bridge.torch_to_jax(chunk_done))
+                rewards.append(self._put(bridge.torch_to_jax(chunk_reward)))
+                dones.append(self._put(bridge.torch_to_jax(chunk_done)))
             t0 = time.perf_counter()
             final_obs = self._read(self._obs)
             t_inputs = time.perf_counter()

@@ -32,6 +32,19 @@ from jaxrl_isaac.video import VideoRecorder, VideoSettings
 log = logging.getLogger("jaxrl_isaac")
 
 
+def rollout_device(cfg) -> jax.Device:
+    """The device the rollout policy runs on: the first of ``cluster.component_placement``'s rollout devices.
+
+    Not where a CPU simulator's tensors land in JAX: on an H100 host that put the small stack-cube GR00T on the
+    CPU, 131 ms per call of batch 64 (BENCHMARKS.md, "Learning on the GPU"). An env on the same GPU (IsaacLab)
+    still hands its tensors over without a copy; a CPU env's observations are copied to the device.
+    """
+    from jaxrl_isaac.config.placement import parse_component_placement
+    placement = parse_component_placement(cfg.cluster.component_placement, num_devices=jax.device_count(),
+                                          node_group_labels=[g.label for g in cfg.cluster.node_groups])
+    return jax.devices()[placement.device_ids("rollout")[0]]
+
+
 class UnsupportedModel(ValueError):
     """actor.model names a policy, checkpoint or setting that cannot be built; the message says which."""
 
@@ -121,7 +134,9 @@ class EmbodiedRunner:
             ignore_terminations=split.ignore_terminations, seed=split.seed)
         video = VideoSettings.from_config(split.video_cfg)
         self.recorder = VideoRecorder(video, self.env.num_envs) if video is not None else None
-        self.collector = RolloutCollector(self.env, self.policy, self.rollout_settings, self.recorder)
+        self.rollout_device = rollout_device(cfg)
+        self.collector = RolloutCollector(self.env, self.policy, self.rollout_settings, self.recorder,
+                                          device=self.rollout_device)
         if cfg.runner.val_check_interval > 0:
             from jaxrl_isaac.eval import Evaluator
             self.evaluator = Evaluator.from_config(cfg, self.policy, env=eval_env)
@@ -147,8 +162,6 @@ class EmbodiedRunner:
         from jaxrl_isaac import bridge
         from jaxrl_isaac.envs.contract import POLICY_GROUP
         example = bridge.tree_torch_to_jax(self.policy.read_obs(obs[POLICY_GROUP]))
-        # The rollout policy runs where the simulator's tensors land in JAX (zero-copy through DLPack).
-        self.rollout_device = next(iter(jax.tree.leaves(example)[0].devices()))
         params = self.policy.init(jax.random.fold_in(self.rng, 0x1A17), example)
         if self.cfg.runner.ckpt_path:
             params = checkpoints.restore_params(self.cfg.runner.ckpt_path, params)

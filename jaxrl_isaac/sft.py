@@ -117,9 +117,10 @@ def check_task(task_id: str) -> None:
 def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_horizon: int = 16,
                   cam: int | tuple[int, int] = 64,
                   seed: int = 0, max_episode_steps: int = 600, max_failed: int | None = None,
-                  log: Callable[[str], None] = print) -> tuple[Demos, CollectionReport]:
+                  num_workers: int = 1, log: Callable[[str], None] = print) -> tuple[Demos, CollectionReport]:
     """Runs the scripted expert until ``num_episodes`` successful episodes are recorded (extra episodes that finish
-    in the same step are kept too, then trimmed to exactly ``num_episodes``).
+    in the same step are kept too, then trimmed to exactly ``num_episodes``). ``num_workers`` > 1 steps and renders
+    the sub-envs in that many processes (``ParallelFrankaEnv``; the episodes then differ from one worker's).
 
     Raises RuntimeError when more than ``max_failed`` (default: max(10, num_episodes)) episodes fail.
     """
@@ -133,36 +134,39 @@ def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_hori
 
     max_failed = max(10, num_episodes) if max_failed is None else max_failed
     env = embedded.make(task_id, num_envs=num_envs, seed=seed, table_cam=cam_hw, wrist_cam=cam_hw,
-                        max_episode_steps=max_episode_steps)
-    expert = embedded.make_expert(task_id, env)
-    instruction = env.task_description
-    state_dim = sum(d for _, d in env.spec.state_keys)
-    buffers: list[list[tuple]] = [[] for _ in range(num_envs)]
-    episodes: list[list[tuple]] = []
-    failed = env_steps = 0
-    start = time.perf_counter()
-    obs, _ = env.reset(seed=seed)
-    while len(episodes) < num_episodes:
-        inputs = obs_mapping.to_model_inputs(obs[POLICY_GROUP], env.quat_order, instruction,
-                                             state_fn=env.spec.state_fn, state_dim=state_dim)
-        action = expert(obs)
-        table, wrist = inputs["table_image"].cpu().numpy(), inputs["wrist_image"].cpu().numpy()
-        state, act = inputs["state"].cpu().numpy(), action.detach().cpu().numpy().astype(np.float32)
-        for i in range(num_envs):
-            buffers[i].append((table[i].copy(), wrist[i].copy(), state[i].copy(), act[i].copy()))
-        obs, _, terminated, truncated, extras = env.step(action)
-        env_steps += num_envs
-        done = (terminated | truncated).cpu().numpy()
-        success = extras["success"].cpu().numpy()
-        for i in np.flatnonzero(done):
-            if success[i]:
-                episodes.append(buffers[i])
-            else:
-                failed += 1
-                if failed > max_failed:
-                    raise RuntimeError(f"the {task_id} expert failed {failed} episodes before {num_episodes} "
-                                       f"succeeded ({len(episodes)} did)")
-            buffers[i] = []
+                        max_episode_steps=max_episode_steps, num_workers=num_workers)
+    try:
+        expert = embedded.make_expert(task_id, env)
+        instruction = env.task_description
+        state_dim = sum(d for _, d in env.spec.state_keys)
+        buffers: list[list[tuple]] = [[] for _ in range(num_envs)]
+        episodes: list[list[tuple]] = []
+        failed = env_steps = 0
+        start = time.perf_counter()
+        obs, _ = env.reset(seed=seed)
+        while len(episodes) < num_episodes:
+            inputs = obs_mapping.to_model_inputs(obs[POLICY_GROUP], env.quat_order, instruction,
+                                                 state_fn=env.spec.state_fn, state_dim=state_dim)
+            action = expert(obs)
+            table, wrist = inputs["table_image"].cpu().numpy(), inputs["wrist_image"].cpu().numpy()
+            state, act = inputs["state"].cpu().numpy(), action.detach().cpu().numpy().astype(np.float32)
+            for i in range(num_envs):
+                buffers[i].append((table[i].copy(), wrist[i].copy(), state[i].copy(), act[i].copy()))
+            obs, _, terminated, truncated, extras = env.step(action)
+            env_steps += num_envs
+            done = (terminated | truncated).cpu().numpy()
+            success = extras["success"].cpu().numpy()
+            for i in np.flatnonzero(done):
+                if success[i]:
+                    episodes.append(buffers[i])
+                else:
+                    failed += 1
+                    if failed > max_failed:
+                        raise RuntimeError(f"the {task_id} expert failed {failed} episodes before {num_episodes} "
+                                           f"succeeded ({len(episodes)} did)")
+                buffers[i] = []
+    finally:
+        env.close()
     seconds = time.perf_counter() - start
     episodes = episodes[:num_episodes]
     parts = {name: [] for name in ("table", "wrist", "state", "action", "chunk", "valid", "episode")}
@@ -393,6 +397,24 @@ def make_batch(processor, demos: Demos, index: np.ndarray, *, augment: bool,
     return batch
 
 
+def preprocess_frames(processor, demos: Demos, chunk: int = 1024) -> dict[str, np.ndarray]:
+    """``make_batch`` of every frame in eval mode (no augmentation), computed once: the transform is then
+    deterministic, so a training batch is an index into these arrays instead of a pass through the processor
+    (which dominates a small model's SFT step time on the host). Returns {key: (num_frames, ...)}."""
+    parts = []
+    for start in range(0, demos.num_frames, chunk):
+        n = min(start + chunk, demos.num_frames) - start
+        batch = make_batch(processor, demos, np.arange(start, start + n), augment=False, rng=None)
+        # Per-frame rows: a key batched as (n * k, ...) (the pixels, one row per camera view) becomes (n, k, ...).
+        parts.append({key: value.reshape(n, value.shape[0] // n, *value.shape[1:]) for key, value in batch.items()})
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+
+
+def index_frames(frames: Mapping[str, np.ndarray], index: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``make_batch`` of frames ``index`` (B,) from ``preprocess_frames``' arrays."""
+    return {key: value[index].reshape(-1, *value.shape[2:]) for key, value in frames.items()}
+
+
 # ======================================================================================================= training
 
 @dataclasses.dataclass(frozen=True)
@@ -501,8 +523,11 @@ def train(cfg, params: dict, processor, demos: Demos, s: SFTSettings, *,
     key = jax.random.key(s.seed)
     history = []
     start = time.perf_counter()
+    frames = None if s.augment or s.steps == 0 else preprocess_frames(processor, demos)
     for step in range(1, s.steps + 1):
-        batch = make_batch(processor, demos, next(indices), augment=s.augment, rng=np_rng)
+        index = next(indices)
+        batch = (make_batch(processor, demos, index, augment=True, rng=np_rng) if frames is None
+                 else index_frames(frames, index))
         key, step_key = jax.random.split(key)
         head, opt_state, loss, grad_norm = step_fn(head, opt_state, backbone, batch, step_key)
         if step % s.log_interval == 0 or step in (1, s.steps):
@@ -580,19 +605,29 @@ def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: 
     from gr00t_port.convert import STEP_PREFIX
 
     out = pathlib.Path(out)
-    argv = ["--task", task_id, "--episodes", str(episodes), "--num-envs", str(num_envs), "--out", str(out),
-            "--model-config", architecture, "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
-            "--cam", str(cam), "--seed", str(seed), "--embodiment-tag", embodiment_tag,
-            "--log-interval", str(max(steps // 10, 1)), *([] if augment else ["--no-augment"])]
+    # The recipe leaves out --out, so that a bootstrap dir copied into another run's log dir is still reused.
+    recipe = ["--task", task_id, "--episodes", str(episodes), "--num-envs", str(num_envs),
+              "--model-config", architecture, "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
+              "--cam", str(cam), "--seed", str(seed), "--embodiment-tag", embodiment_tag,
+              "--log-interval", str(max(steps // 10, 1)), *([] if augment else ["--no-augment"])]
+    argv = [*recipe, "--out", str(out)]
     step_dir, recipe_file = out / f"{STEP_PREFIX}_{steps}", out / "bootstrap.json"
-    if step_dir.is_dir() and recipe_file.is_file() and json.loads(recipe_file.read_text()) == argv:
+    if step_dir.is_dir() and recipe_file.is_file() and _without_out(json.loads(recipe_file.read_text())) == recipe:
         log(f"reusing the bootstrap SFT checkpoint {step_dir}")
         return step_dir
     log(f"bootstrap: a random {architecture} GR00T, then {steps} SFT steps on {episodes} expert episodes "
         f"(python -m jaxrl_isaac.sft {' '.join(argv)})")
     step_dir = run(build_parser().parse_args(argv), log=log)
-    recipe_file.write_text(json.dumps(argv))
+    recipe_file.write_text(json.dumps(recipe))
     return step_dir
+
+
+def _without_out(argv: list[str]) -> list[str]:
+    """A stored recipe without its ``--out DIR`` pair (recipes written before it was left out still match)."""
+    if "--out" not in argv:
+        return argv
+    i = argv.index("--out")
+    return argv[:i] + argv[i + 2:]
 
 
 # ============================================================================================================ CLI
@@ -602,6 +637,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=SFT_TASK, help="embedded task id with a scripted expert")
     p.add_argument("--episodes", type=int, default=20, help="successful expert episodes to record")
     p.add_argument("--num-envs", type=int, default=8, help="parallel sub-envs while collecting")
+    p.add_argument("--num-workers", type=int, default=1,
+                   help="simulator processes sharing --num-envs while collecting (must divide it)")
     p.add_argument("--out", required=True, help="output directory; the checkpoint goes to OUT/global_step_<steps>")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model-config", choices=MODEL_ARCHITECTURES, default=None,
@@ -670,7 +707,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib
         params = random_params(cfg, args.seed)
         log(f"random {args.model_config or 'tiny'} GR00T (no --init)")
 
-    demos, report = collect_demos(args.task, args.episodes, args.num_envs, action_horizon=args.action_horizon,
+    demos, report = collect_demos(args.task, args.episodes, args.num_envs, num_workers=args.num_workers,
+                                  action_horizon=args.action_horizon,
                                   cam=args.cam, seed=args.seed, log=log)
     explored = None
     if args.state_stats_noise > 0:

@@ -3,6 +3,7 @@ the embedded reach task, whose state adds the target position; eval of a GR00T `
 refuses a used log dir."""
 
 import json
+import shutil
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -93,6 +94,13 @@ def test_sft_bootstrap_runs_once_and_is_reused(tmp_path, caplog):
         assert train.main([*args, "runner.max_epochs=2", f"runner.resume_dir={log / 'checkpoints'}"]) == 0
     assert "reusing the bootstrap SFT checkpoint" in caplog.text
     assert [r["step"] for r in _metrics(log)] == [1, 2]
+    # A bootstrap dir copied into another run's log dir is reused too (the recipe does not hold --out).
+    other = tmp_path / "other"
+    shutil.copytree(log / "bootstrap", other / "bootstrap")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert train.main([*args[:2], f"runner.logger.log_path={other}", *args[3:], "runner.max_epochs=1"]) == 0
+    assert f"reusing the bootstrap SFT checkpoint {other / 'bootstrap'}" in caplog.text
 
 
 def test_bootstrap_config_errors(tmp_path, capsys):

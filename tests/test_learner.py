@@ -98,6 +98,22 @@ def test_rollout_shapes_and_reward_ownership():
     np.testing.assert_array_equal(np.asarray(traj.obs["state"]), np.asarray(traj2.obs["state"]))
 
 
+def test_rollout_runs_the_policy_on_its_device_not_where_the_env_tensors_land():
+    # The env's torch CPU tensors land on JAX's CPU device 0; a policy placed on (fake) device 2 gets its inputs
+    # copied there, and the trajectory equals the one of a policy left where the tensors land.
+    env = PointEnv(num_envs=4, max_episode_steps=6)
+    policy = BaselinePolicy(CFG)
+    s = RolloutSettings(num_action_chunks=2, chunk_steps=3, seed=3)
+    params = policy.init(jax.random.PRNGKey(0), {"state": jnp.zeros((1, 6))})
+    target = jax.devices()[2]
+    placed, _ = RolloutCollector(env, policy, s, device=target).collect(
+        jax.device_put(params, target), jax.device_put(jax.random.PRNGKey(0), target), global_step=0)
+    default, _ = RolloutCollector(env, policy, s).collect(params, jax.random.PRNGKey(0), global_step=0)
+    for leaf_placed, leaf_default in zip(jax.tree.leaves(placed), jax.tree.leaves(default)):
+        assert leaf_placed.devices() == {target}
+        np.testing.assert_array_equal(np.asarray(leaf_placed), np.asarray(leaf_default))
+
+
 @pytest.mark.slow
 def test_ppo_learns_point_reaching():
     env = PointEnv(num_envs=16, max_episode_steps=20, shaped=True)

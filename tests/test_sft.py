@@ -54,6 +54,16 @@ def test_collect_demos_keeps_successful_episodes_with_consistent_shapes(demos):
     assert set(np.unique(demos.actions[:, -1])) == {-1.0, 1.0}
 
 
+def test_collect_demos_with_worker_processes_matches_the_in_process_shapes():
+    # Two simulator processes of 1 sub-env each: the same successful-episode contract as in-process collection.
+    demos, report = sft.collect_demos(TASK, 2, 2, num_workers=2, action_horizon=HORIZON, cam=CAM, seed=0,
+                                      log=lambda _: None)
+    assert report.episodes_kept == 2 and report.episodes_failed == 0
+    assert demos.table_images.shape == (demos.num_frames, CAM, CAM, 3) and demos.table_images.any()
+    assert demos.action_chunks.shape == (demos.num_frames, HORIZON, sft.ACTION_DIM)
+    assert set(np.unique(demos.actions[:, -1])) == {-1.0, 1.0}
+
+
 def test_failed_episodes_are_dropped():
     # 15 steps are too few to stack a cube: every episode times out, none may be kept.
     with pytest.raises(RuntimeError, match=r"failed 3 episodes before 1 succeeded \(0 did\)"):
@@ -79,6 +89,20 @@ def test_metadata_statistics_match_numpy(demos):
     assert json.loads(json.dumps(entry)) == entry  # JSON-clean (metadata.json)
     parsed = EmbodimentMetadata.from_json_entry(entry, TAG)
     assert parsed.state["gripper"].dim == 2 and parsed.video["wrist_image"].resolution == (CAM, CAM)
+
+
+def test_preprocessed_frames_equal_the_processor_batch_of_any_index(demos, tiny):
+    # SFT without augmentation indexes frames processed once; every batch must equal the processor's own.
+    cfg, tokenizer = tiny
+    processor = sft.make_processor(cfg, sft.build_metadata(demos, TAG), tokenizer, TAG)
+    frames = sft.preprocess_frames(processor, demos, chunk=7)  # several chunks, the last one short
+    index = np.random.default_rng(0).permutation(demos.num_frames)[:9]
+    batch = sft.make_batch(processor, demos, index, augment=False, rng=None)
+    assert all(value.shape[0] == demos.num_frames for value in frames.values())
+    indexed = sft.index_frames(frames, index)
+    assert set(indexed) == set(batch)
+    for key, value in batch.items():
+        np.testing.assert_array_equal(indexed[key], value, err_msg=key)
 
 
 def test_sft_steps_reduce_flow_matching_loss_on_a_fixed_batch(demos, tiny):
