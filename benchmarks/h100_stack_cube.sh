@@ -6,7 +6,8 @@
 #   bash benchmarks/h100_stack_cube.sh sft                       # SFT starts (SFT_STEPS), eval of each; with
 #                                                                # THEN_PPO_UNTIL=T, PPO from the best until T s
 #   bash benchmarks/h100_stack_cube.sh profile BOOT [CHUNKS]     # rendering throughput; 2 short PPO steps' timings
-#   bash benchmarks/h100_stack_cube.sh rl  BOOT SECONDS          # PPO, then GRPO, from BOOT (SECONDS each)
+#   bash benchmarks/h100_stack_cube.sh rl  BOOT SECONDS          # PPO, then GRPO, from BOOT (SECONDS each;
+#                                                                # RUNS="ppo" for one; PPO_ARGS: extra overrides)
 #   bash benchmarks/h100_stack_cube.sh resume RUN SECONDS BOOT   # continue RUN (ppo|grpo) from its last checkpoint
 #
 # State lives in results/gpu (gitignored). Where the device host starts bare, the previous piece's outputs are
@@ -34,11 +35,12 @@ GRPO_CFG=embedded_stack_cube_grpo_gr00t
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
 python3 -c "import jax; print('JAX', jax.__version__, jax.devices())"
 
-# The SFT command the config's actor.model.bootstrap runs (same arguments), here with an explicit output dir.
+# The SFT command the config's actor.model.bootstrap runs (same arguments), here with an explicit output dir;
+# SFT_ARGS are appended (later flags win), e.g. "--num-workers 8 --num-envs 64 --batch-size 128".
 sft() {  # steps (kept when a previous piece on this host already wrote it)
   [ -d "$G/sft_$1/global_step_$1" ] && { echo "reusing $G/sft_$1"; return 0; }
   python3 -m jaxrl_isaac.sft --task $TASK --episodes ${SFT_EPISODES:-200} --num-envs 16 --model-config small --steps "$1" \
-    --batch-size 64 --lr 1e-3 --cam 32 --seed 1234 --log-interval 1000 --no-augment --out "$G/sft_$1"
+    --batch-size 64 --lr 1e-3 --cam 32 --seed 1234 --log-interval 1000 --no-augment --out "$G/sft_$1" ${SFT_ARGS:-}
 }
 
 evaluate() {  # name, then overrides
@@ -125,10 +127,13 @@ PY
   rl)
     boot=${2:?BOOT: an SFT step dir under results/gpu}; seconds=${3:-480}
     start=(actor.model.bootstrap=null actor.model.model_path="$G/$boot")
-    # One after the other, SECONDS each: two JAX processes on one GPU time-slice it.
-    train ppo $PPO_CFG "$seconds" "${start[@]}" runner.save_interval=10
-    train grpo $GRPO_CFG "$seconds" "${start[@]}" runner.save_interval=10
-    for run in ppo grpo; do
+    # One after the other, SECONDS each: two JAX processes on one GPU time-slice it. RUNS="ppo" runs PPO only.
+    runs=${RUNS:-ppo grpo}
+    for run in $runs; do
+      cfg=$PPO_CFG; [ "$run" = grpo ] && cfg=$GRPO_CFG
+      train "$run" "$cfg" "$seconds" "${start[@]}" runner.save_interval=10 ${PPO_ARGS:-}
+    done
+    for run in $runs; do
       summary "$run"
       last=$(ls -d $G/$run/checkpoints/global_step_* | sort -t_ -k3 -n | tail -1)
       pack "$run" "$run/checkpoints/$(basename "$last")"
@@ -141,12 +146,14 @@ PY
     last=$(ls -d $G/$run/checkpoints/global_step_* | sort -t_ -k3 -n | tail -1)
     export XLA_PYTHON_CLIENT_MEM_FRACTION=0.6
     train "$run" "$cfg" "$seconds" actor.model.bootstrap=null actor.model.model_path="$G/$boot" \
-      runner.resume_dir="$last" runner.save_interval=10
+      runner.resume_dir="$last" runner.save_interval=10 ${PPO_ARGS:-}
     summary "$run"
+    last=$(ls -d $G/$run/checkpoints/global_step_* | sort -t_ -k3 -n | tail -1)
+    pack "$run" "$run/checkpoints/$(basename "$last")"  # for the next piece
     cp "$G/$run/metrics.jsonl" "$OUT/${run}_metrics.jsonl"
     ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac
 # At most 8 files come back from the device host: logs and metrics travel as one tgz.
-(cd "$OUT" && tar czf logs.tgz --remove-files $(ls | grep -E '\.(log|jsonl)$'))
+(cd "$OUT" && tar czf "logs_$phase.tgz" --remove-files $(ls | grep -E '\.(log|jsonl)$'))
 ls -la "$OUT"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 DEFAULT_CONFIG_NAME = "embedded_reach_ppo_gr00t_tiny"
 
@@ -32,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     except entrypoint.user_errors() as e:  # bad input the user can fix: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or `timeout --signal=INT`: say how to continue instead of a traceback
+        from jaxrl_isaac.checkpoints import existing_steps
+        ckpt_dir = Path(cfg.runner.logger.log_path) / "checkpoints"
+        steps = existing_steps(ckpt_dir)
+        where = (f"continue from global step {steps[-1]} with runner.resume_dir={ckpt_dir}" if steps
+                 else "no checkpoint was written yet")
+        print(f"interrupted; {where}", file=sys.stderr)
+        return 130
     if history and "env/success_once" in history[0]:
         first, last = history[0], history[-1]
         keys = ("env/success_once", "env/return", "env/episode_len", "actor/loss", "throughput/env_steps_per_s")

@@ -28,8 +28,8 @@ SEED_METRICS = ["actor/loss", "actor/value_loss", "actor/grad_norm", "actor/appr
 
 
 def test_two_steps_then_resume_matches_uninterrupted_run(tmp_path):
-    full = _run(tmp_path, "full", "runner.max_epochs=3")
-    assert [r["step"] for r in full] == [1, 2, 3]
+    full = _run(tmp_path, "full", "runner.max_epochs=4")
+    assert [r["step"] for r in full] == [1, 2, 3, 4]
 
     first = _run(tmp_path, "resumed", "runner.max_epochs=2")
     ckpt = tmp_path / "resumed" / "checkpoints" / "global_step_2"
@@ -38,12 +38,14 @@ def test_two_steps_then_resume_matches_uninterrupted_run(tmp_path):
     for key in SEED_METRICS + ["throughput/env_steps_per_s", "time/generate_rollouts", "time/actor_training"]:
         assert key in first[0], key
 
-    resumed = _run(tmp_path, "resumed", "runner.max_epochs=3",
+    resumed = _run(tmp_path, "resumed", "runner.max_epochs=4",
                    f"runner.resume_dir={tmp_path / 'resumed' / 'checkpoints'}")
-    # The resumed invocation ran only step 3, and it is the uninterrupted run's step 3.
-    assert [r["step"] for r in resumed] == [1, 2, 3]
-    for key in SEED_METRICS + ["env/return", "actor/entropy"]:
-        assert resumed[2][key] == pytest.approx(full[2][key], rel=1e-6, abs=1e-7), key
+    # The resumed invocation ran only steps 3 and 4, and they are the uninterrupted run's: the second step after
+    # the resume checks the first update after it too (optimizer state, step counter, RNG).
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for step in (2, 3):
+        for key in SEED_METRICS + ["env/return", "actor/entropy"]:
+            assert resumed[step][key] == pytest.approx(full[step][key], rel=1e-6, abs=1e-7), (step + 1, key)
 
     # tensorboard event files carry the seed's metric names.
     tags = _tensorboard_scalar_tags(tmp_path / "full" / "tensorboard")
@@ -93,3 +95,23 @@ def test_bad_run_inputs_are_one_line(tmp_path, capsys, override, message):
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+def test_interrupt_says_where_to_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C (or `timeout --signal=INT`) after a checkpoint: exit code 130 and one line naming the resume dir."""
+    from jaxrl_isaac.runner import EmbodiedRunner
+    original = EmbodiedRunner.train_step
+
+    def interrupt_at_third_step(self, step):
+        if step == 2:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    monkeypatch.setattr(EmbodiedRunner, "train_step", interrupt_at_third_step)
+    log = tmp_path / "run"
+    rc = train.main(["--config-name", "embedded_reach_ppo_baseline", *TINY, "runner.save_interval=1",
+                     "runner.max_epochs=4", f"runner.logger.log_path={log}"])
+    assert rc == 130
+    assert f"interrupted; continue from global step 2 with runner.resume_dir={log / 'checkpoints'}" in \
+        capsys.readouterr().err
+    assert len((log / "metrics.jsonl").read_text().splitlines()) == 2
