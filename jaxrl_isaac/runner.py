@@ -192,8 +192,8 @@ class EmbodiedRunner:
 
     # ---- phases ----
     def sync_weights(self) -> Any:
-        """The rollout copy of the weights, on the device the simulator's observations arrive on. When the actor
-        mesh is that single device this reuses the same buffers; otherwise it is one device-to-device copy."""
+        """The rollout copy of the weights, on the rollout device (``rollout_device``). When the actor mesh is
+        that single device this reuses the same buffers; otherwise it is one device-to-device copy."""
         return jax.device_put(self.state.params, self.rollout_device)
 
     def train_step(self, step: int) -> dict[str, float]:
