@@ -39,8 +39,8 @@ python3 -c "import jax; print('JAX', jax.__version__, jax.devices())"
 # SFT_ARGS are appended (later flags win), e.g. "--num-workers 8 --num-envs 64 --batch-size 128".
 sft() {  # steps (kept when a previous piece on this host already wrote it)
   [ -d "$G/sft_$1/global_step_$1" ] && { echo "reusing $G/sft_$1"; return 0; }
-  python3 -m jaxrl_isaac.sft --task $TASK --episodes ${SFT_EPISODES:-200} --num-envs 16 --model-config small --steps "$1" \
-    --batch-size 64 --lr 1e-3 --cam 32 --seed 1234 --log-interval 1000 --no-augment --out "$G/sft_$1" ${SFT_ARGS:-}
+  python3 -m jaxrl_isaac.sft --task $TASK --episodes ${SFT_EPISODES:-1500} --num-envs 16 --model-config small --steps "$1" \
+    --batch-size 128 --lr 1e-3 --cam 32 --seed 1234 --log-interval 1000 --no-augment --out "$G/sft_$1" ${SFT_ARGS:-}
 }
 
 evaluate() {  # name, then overrides
@@ -73,26 +73,27 @@ pack() {  # name, dir (relative to $G): a tgz in $OUT, split below the 16 MiB pe
 }
 
 case $phase in
-  sft)  # SFT_STEPS="4000 12000" by default; each start is evaluated with 16- and 8-step chunks
-    list=${SFT_STEPS:-4000 12000}
+  sft)  # SFT_STEPS="25000" by default; each start is evaluated with EVAL_CHUNKS-step chunks (default 4)
+    list=${SFT_STEPS:-25000}
     # One JAX process per GPU at a time: two time-slice the GPU and both run ~7x slower (seen on the H100).
     for steps in $list; do sft "$steps" > "$OUT/sft_$steps.log" 2>&1; done
     # Without THEN_PPO_UNTIL the starts travel back now, before anything that could overrun the call.
     [ -z "${THEN_PPO_UNTIL:-}" ] && for steps in $list; do pack "sft_$steps" "sft_$steps"; done
     grep -h -E "collected|step [0-9]+/" "$OUT"/sft_*.log
-    for chunks in ${EVAL_CHUNKS:-16 8}; do
+    for chunks in ${EVAL_CHUNKS:-4}; do
       for steps in $list; do
         evaluate "sft_${steps}_c$chunks" actor.model.bootstrap=null \
           actor.model.model_path="$G/sft_$steps/global_step_$steps" actor.model.num_action_chunks=$chunks
       done
     done
-    # Optionally go on with PPO from the start whose success is closest to 0.5 within [0.3, 0.7] (16-step chunks).
+    # Optionally go on with PPO from the start whose success (the config's 4-step chunks) is closest to 0.5 within
+    # [0.3, 0.7].
     if [ -n "${THEN_PPO_UNTIL:-}" ]; then  # seconds since the script started when PPO must stop
       best=$(python3 - $G $list <<'PY'
 import json, os, sys
 g, best = sys.argv[1], None
 for steps in sys.argv[2:]:
-    rows = [json.loads(l) for l in open(f"{g}/eval_sft_{steps}_c16/metrics.jsonl")]
+    rows = [json.loads(l) for l in open(f"{g}/eval_sft_{steps}_c4/metrics.jsonl")]
     s0 = rows[-1]["eval/success_once"]
     print(f"sft_{steps}: eval/success_once {s0:.3f}", file=sys.stderr)
     if float(os.environ.get("S0_MIN", 0.3)) <= s0 <= 0.7 and (best is None or abs(s0 - 0.5) < best[0]):

@@ -391,6 +391,13 @@ def find_tokenizer_dir(path: str | os.PathLike | None = None,
     )
 
 
+def prompt_token_ids(tokenizer, text: str, num_images: int, tokens_per_image: int) -> np.ndarray:
+    """Token ids (L,) of the chat prompt for an already formatted instruction ``text`` and ``num_images`` images
+    of ``tokens_per_image`` tokens each (what ``GR00TProcessor.prompt_ids`` caches)."""
+    prompt = expand_image_placeholders(render_chat_prompt(num_images, text), num_images, tokens_per_image)
+    return np.asarray(tokenizer(prompt, add_special_tokens=True)["input_ids"], np.int64)
+
+
 def load_tokenizer(path: str | os.PathLike | None = None, checkpoint_dir: str | os.PathLike | None = None):
     """Loads the Qwen2/Qwen3 fast tokenizer from local files only and checks the tokens the processor needs."""
     from transformers import Qwen2TokenizerFast  # noqa: PLC0415 - heavy import, only when a tokenizer is loaded
@@ -574,10 +581,7 @@ class GR00TProcessor:
         if key not in self._prompt_ids:
             if len(self._prompt_ids) >= _PROMPT_CACHE_SIZE:
                 self._prompt_ids.clear()
-            prompt = expand_image_placeholders(render_chat_prompt(num_images, text), num_images,
-                                               self.config.tokens_per_image)
-            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
-            self._prompt_ids[key] = np.asarray(ids, np.int64)
+            self._prompt_ids[key] = prompt_token_ids(self.tokenizer, text, num_images, self.config.tokens_per_image)
         return self._prompt_ids[key]
 
     # -- observations --------------------------------------------------------------------------------------------

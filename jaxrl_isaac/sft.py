@@ -294,6 +294,20 @@ def write_byte_tokenizer(directory: str | os.PathLike) -> pathlib.Path:
     return directory
 
 
+def bootstrap_prompt_length(instruction: str, num_images: int = 2) -> int:
+    """Tokens of the GR00T prompt that a bootstrap checkpoint's processor builds (byte tokenizer, tiny Eagle
+    backbone, RLinf's IsaacLab prompt format), so that ``rl_head_config.padding_value`` is checked before the SFT."""
+    import tempfile
+
+    from gr00t_port.backbone_config import EagleBackboneConfig
+    from gr00t_port.processor import RLINF_ISAACLAB_CONFIG, format_instruction, load_tokenizer, prompt_token_ids
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = load_tokenizer(write_byte_tokenizer(tmp))
+        text = format_instruction(instruction, RLINF_ISAACLAB_CONFIG.language_format)
+        return len(prompt_token_ids(tokenizer, text, num_images, EagleBackboneConfig.tiny().tokens_per_image))
+
+
 def tokenizer_files(directory: pathlib.Path) -> list[pathlib.Path]:
     names = ("tokenizer_config.json", "tokenizer.json", "vocab.json", "merges.txt", "special_tokens_map.json",
              "added_tokens.json")

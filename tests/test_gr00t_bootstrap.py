@@ -108,8 +108,19 @@ def test_bootstrap_config_errors(tmp_path, capsys):
     assert "actor.model.bootstrap" in capsys.readouterr().err
     assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", "actor.model.bootstrap.sft_lr=0"]) == 2
     assert "sft_lr=0" in capsys.readouterr().err
+    # Checked before the bootstrap SFT runs (nothing is written), with the prompt length of the processor it makes.
     assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={tmp_path}",
-                       "actor.model.rl_head_config.padding_value=100", *RANDOM_INIT, *SMALL]) == 2
+                       "actor.model.rl_head_config.padding_value=100", "actor.model.bootstrap.sft_steps=3",
+                       *SMALL]) == 2
+    assert "padding_value=100 is shorter than the prompt (125 tokens" in capsys.readouterr().err
+    assert not (tmp_path / "bootstrap").exists()
+    # A model_path checkpoint is checked against its own processor.
+    boot = tmp_path / "boot"
+    assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={boot}",
+                       *RANDOM_INIT, *SMALL, "runner.max_epochs=1"]) == 0
+    assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={tmp_path / 'x'}",
+                       "actor.model.bootstrap=null", f"actor.model.model_path={boot / 'bootstrap' / 'global_step_0'}",
+                       "actor.model.rl_head_config.padding_value=100", *SMALL]) == 2
     assert "padding_value=100 is shorter than the prompt (125 tokens" in capsys.readouterr().err
 
 

@@ -222,7 +222,11 @@ class GR00TRLPolicy:
 
         m, h = cfg.actor.model, cfg.actor.model.rl_head_config
         model_path = m.model_path
+        task = getattr(cfg.env, split).init_params.task_description or getattr(env, "task_description", None)
         if model_path is None and m.bootstrap is not None:
+            if task:  # a prompt longer than padding_value fails here, not after minutes of SFT
+                from jaxrl_isaac.sft import bootstrap_prompt_length
+                _check_padding(h.padding_value, bootstrap_prompt_length(task))
             model_path = bootstrap_checkpoint_for(cfg, split)
         if model_path is None:
             raise ValueError("actor.model.model_path must name a converted GR00T checkpoint (python -m "
@@ -275,13 +279,9 @@ class GR00TRLPolicy:
             image_size=b.vision.image_size, tokens_per_image=b.tokens_per_image, max_state_dim=head.max_state_dim,
             max_action_dim=head.action_dim, action_horizon=head.action_horizon)
         processor = GR00TProcessor(proc_cfg, metadata, load_tokenizer(None, checkpoint_dir=model_path))
-        task = getattr(cfg.env, split).init_params.task_description or getattr(env, "task_description", None)
         if not task:
             raise ValueError(f"no instruction for GR00T: set env.{split}.init_params.task_description")
-        prompt_len = len(processor.prompt_ids(task, len(layout.video_keys)))
-        if prompt_len > h.padding_value:
-            raise ValueError(f"rl_head_config.padding_value={h.padding_value} is shorter than the prompt "
-                             f"({prompt_len} tokens with this tokenizer and instruction); raise it to >= {prompt_len}")
+        _check_padding(h.padding_value, len(processor.prompt_ids(task, len(layout.video_keys))))
         return cls(rl, model_config, processor, quat_order=env.quat_order, task_description=task,
                    state_fn=getattr(spec, "state_fn", None), checkpoint=step_dir)
 
@@ -601,6 +601,12 @@ def _check_tree(got: Any, expected: Any, where: str, optional: tuple[tuple[str, 
                              for name, items in (("missing", missing), ("unexpected", extra), ("wrong shape", wrong))
                              if items)
         raise ValueError(f"GR00T params from {where} do not fit the configured model: {problems}")
+
+
+def _check_padding(padding_value: int, prompt_len: int) -> None:
+    if prompt_len > padding_value:
+        raise ValueError(f"rl_head_config.padding_value={padding_value} is shorter than the prompt "
+                         f"({prompt_len} tokens with this tokenizer and instruction); raise it to >= {prompt_len}")
 
 
 def bootstrap_checkpoint_for(cfg: Any, split: str = "train") -> Path:
