@@ -162,7 +162,7 @@ class Evaluator:
         if env is None:
             from jaxrl_isaac.envs.factory import make_env
             env = make_env(split)
-        from jaxrl_isaac.runner import rollout_device
+        from jaxrl_isaac.sharding import rollout_device
         settings = EvalSettings.from_split(split, cfg.actor.model.num_action_chunks)
         return cls(env, policy, settings, VideoSettings.from_config(split.video_cfg), owns_env=owns_env,
                    device=rollout_device(cfg))

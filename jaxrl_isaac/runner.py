@@ -32,19 +32,6 @@ from jaxrl_isaac.video import VideoRecorder, VideoSettings
 log = logging.getLogger("jaxrl_isaac")
 
 
-def rollout_device(cfg) -> jax.Device:
-    """The device the rollout policy runs on: the first of ``cluster.component_placement``'s rollout devices.
-
-    Not where a CPU simulator's tensors land in JAX: on an H100 host that put the small stack-cube GR00T on the
-    CPU, 131 ms per call of batch 64 (BENCHMARKS.md, "Learning on the GPU"). An env on the same GPU (IsaacLab)
-    still hands its tensors over without a copy; a CPU env's observations are copied to the device.
-    """
-    from jaxrl_isaac.config.placement import parse_component_placement
-    placement = parse_component_placement(cfg.cluster.component_placement, num_devices=jax.device_count(),
-                                          node_group_labels=[g.label for g in cfg.cluster.node_groups])
-    return jax.devices()[placement.device_ids("rollout")[0]]
-
-
 class UnsupportedModel(ValueError):
     """actor.model names a policy, checkpoint or setting that cannot be built; the message says which."""
 
@@ -134,7 +121,7 @@ class EmbodiedRunner:
             ignore_terminations=split.ignore_terminations, seed=split.seed)
         video = VideoSettings.from_config(split.video_cfg)
         self.recorder = VideoRecorder(video, self.env.num_envs) if video is not None else None
-        self.rollout_device = rollout_device(cfg)
+        self.rollout_device = sharding.rollout_device(cfg)
         self.collector = RolloutCollector(self.env, self.policy, self.rollout_settings, self.recorder,
                                           device=self.rollout_device)
         if cfg.runner.val_check_interval > 0:
@@ -192,7 +179,7 @@ class EmbodiedRunner:
 
     # ---- phases ----
     def sync_weights(self) -> Any:
-        """The rollout copy of the weights, on the rollout device (``rollout_device``). When the actor mesh is
+        """The rollout copy of the weights, on the rollout device (``sharding.rollout_device``). When the actor mesh is
         that single device this reuses the same buffers; otherwise it is one device-to-device copy."""
         return jax.device_put(self.state.params, self.rollout_device)
 

@@ -2,7 +2,8 @@
 
 Today the learner is data-parallel (params replicated, samples split over "data"); "fsdp" has size 1 and is
 where GR00T's parameter sharding goes next, without touching the callers: they only ask for
-``replicated(mesh)`` / ``batch_sharded(mesh)`` and pass them to ``jax.jit``.
+``replicated(mesh)`` / ``batch_sharded(mesh)`` and pass them to ``jax.jit``. The rollout policy runs on one
+device of ``cluster.component_placement``'s rollout set (``rollout_device``).
 """
 
 from __future__ import annotations
@@ -45,3 +46,16 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def data_size(mesh: Mesh) -> int:
     return mesh.shape[DATA_AXIS]
+
+
+def rollout_device(cfg) -> jax.Device:
+    """The device the rollout policy runs on: the first of ``cluster.component_placement``'s rollout devices.
+
+    Not where a CPU simulator's tensors land in JAX: on an H100 host that put the small stack-cube GR00T on the
+    CPU, 131 ms per call of batch 64 (BENCHMARKS.md, "Learning on the GPU"). An env on the same GPU (IsaacLab)
+    still hands its tensors over without a copy; a CPU env's observations are copied to the device.
+    """
+    from jaxrl_isaac.config.placement import parse_component_placement
+    placement = parse_component_placement(cfg.cluster.component_placement, num_devices=jax.device_count(),
+                                          node_group_labels=[g.label for g in cfg.cluster.node_groups])
+    return jax.devices()[placement.device_ids("rollout")[0]]

@@ -114,6 +114,15 @@ def test_rollout_runs_the_policy_on_its_device_not_where_the_env_tensors_land():
         np.testing.assert_array_equal(np.asarray(leaf_placed), np.asarray(leaf_default))
 
 
+def test_rollout_device_is_the_first_device_of_the_rollout_placement():
+    from jaxrl_isaac.config import load_config
+    default = load_config("embedded_reach_ppo_baseline")  # {"env,rollout,actor": all}
+    assert sharding.rollout_device(default) == jax.devices()[0]
+    split = load_config("embedded_reach_ppo_baseline",
+                        overrides=['cluster.component_placement={env: 0, rollout: 2-3, actor: 0-1}'])
+    assert sharding.rollout_device(split) == jax.devices()[2]
+
+
 @pytest.mark.slow
 def test_ppo_learns_point_reaching():
     env = PointEnv(num_envs=16, max_episode_steps=20, shaped=True)
