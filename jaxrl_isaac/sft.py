@@ -652,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=20, help="successful expert episodes to record")
     p.add_argument("--num-envs", type=int, default=8, help="parallel sub-envs while collecting")
     p.add_argument("--num-workers", type=int, default=1,
-                   help="simulator processes sharing --num-envs while collecting (must divide it)")
+                   help="simulator processes sharing --num-envs while collecting (contiguous shares)")
     p.add_argument("--out", required=True, help="output directory; the checkpoint goes to OUT/global_step_<steps>")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model-config", choices=MODEL_ARCHITECTURES, default=None,
