@@ -9,6 +9,8 @@
 #   bash benchmarks/h100_stack_cube.sh rl  BOOT SECONDS          # PPO, then GRPO, from BOOT (SECONDS each;
 #                                                                # RUNS="ppo" for one; PPO_ARGS: extra overrides)
 #   bash benchmarks/h100_stack_cube.sh resume RUN SECONDS BOOT   # continue RUN (ppo|grpo) from its last checkpoint
+#   bash benchmarks/h100_stack_cube.sh eval NAME:CFG:CKPT ...    # eval each checkpoint (CKPT under results/gpu, or
+#                                                                # "-" for the SFT start BOOT); EVAL_ARGS: overrides
 #
 # State lives in results/gpu (gitignored). Where the device host starts bare, the previous piece's outputs are
 # untarred from .carry/*.tgz first. Outputs for the way back (logs, metrics, tarred checkpoints) go to $OUT.
@@ -152,6 +154,17 @@ PY
     last=$(ls -d $G/$run/checkpoints/global_step_* | sort -t_ -k3 -n | tail -1)
     pack "$run" "$run/checkpoints/$(basename "$last")"  # for the next piece
     cp "$G/$run/metrics.jsonl" "$OUT/${run}_metrics.jsonl"
+    ;;
+  eval)  # e.g. EVAL_ARGS="env.eval.rollout_epoch=4" (512 episodes) for a tighter estimate than the in-training 128
+    shift
+    for spec in "$@"; do
+      IFS=: read -r name cfg ckpt <<< "$spec"
+      args=(actor.model.bootstrap=null actor.model.model_path="$G/${BOOT:-sft_25000/global_step_25000}")
+      [ "$ckpt" != - ] && args+=(runner.ckpt_path="$G/$ckpt")
+      python3 -m jaxrl_isaac.eval --config-name "$cfg" runner.logger.log_path="$G/eval_$name" "${args[@]}" \
+        ${EVAL_ARGS:-} > "$OUT/eval_$name.log" 2>&1
+      grep -E "eval/(success_once|success_at_end|return|num_trajectories)|time/eval" "$OUT/eval_$name.log" | sed "s/^/$name /"
+    done
     ;;
   *) echo "unknown phase $phase" >&2; exit 2 ;;
 esac

@@ -28,14 +28,16 @@ def parse_config(argv: Sequence[str], default_config_name: str, *, prog: str | N
 
 
 def start_jax(cfg) -> bool:
-    """Applies ``cluster.jax_mem_fraction`` (if JAX has not started yet), starts JAX and validates the placement
-    against its devices. False after printing the one-line config error."""
+    """Applies ``cluster.jax_mem_fraction`` and ``cluster.deterministic_gpu_ops`` (if JAX has not started yet),
+    starts JAX and validates the placement against its devices. False after printing the one-line config error."""
     from jaxrl_isaac.config import ConfigError
-    from jaxrl_isaac.jax_setup import configure_jax_memory, jax_backends_initialized
+    from jaxrl_isaac.jax_setup import configure_jax_determinism, configure_jax_memory, jax_backends_initialized
     if jax_backends_initialized():  # called in-process after JAX started (tests, notebooks): too late to cap it
-        logging.getLogger("jaxrl_isaac").warning("JAX is already initialised; cluster.jax_mem_fraction not applied")
+        logging.getLogger("jaxrl_isaac").warning("JAX is already initialised; cluster.jax_mem_fraction and "
+                                                 "cluster.deterministic_gpu_ops not applied")
     else:
         configure_jax_memory(cfg.cluster.jax_mem_fraction)
+        configure_jax_determinism(cfg.cluster.deterministic_gpu_ops)
     import jax
     from jaxrl_isaac.config.loader import validate
     # Which backend JAX actually got: a broken CUDA plugin makes JAX fall back to the CPU with only a warning.

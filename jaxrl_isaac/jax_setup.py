@@ -3,7 +3,8 @@
 JAX reads its allocator settings from the environment once, when it initialises its backends (the
 first ``jax.devices()``, array op or ``jit`` call; a bare ``import jax`` does not). By default it
 reserves 75% of the GPU for its own pool, which starves a simulator (IsaacLab, torch) that shares
-the GPU. ``configure_jax_memory`` caps that pool; call it at the top of an entry point.
+the GPU. ``configure_jax_memory`` caps that pool; ``configure_jax_determinism`` asks XLA for deterministic GPU
+kernels (exact resume); call both at the top of an entry point.
 
 This module never imports jax.
 """
@@ -83,6 +84,28 @@ def configure_jax_memory(fraction: float | None = 0.5, preallocate: bool = True,
             warnings.warn(f"{PREALLOCATE_VAR}={exported} from the environment overrides preallocate=False",
                           stacklevel=2)
     return {name: env.get(name) for name in JAX_MEMORY_VARS}
+
+
+DETERMINISTIC_OPS_FLAG = "--xla_gpu_deterministic_ops"
+
+
+def configure_jax_determinism(enabled: bool, *, environ: MutableMapping[str, str] | None = None) -> str | None:
+    """Adds ``--xla_gpu_deterministic_ops=true`` to ``XLA_FLAGS`` when ``enabled`` (GPU kernels that give the same
+    bits on every run, at some speed; CPU kernels already do). A setting of that flag the user exported in
+    ``XLA_FLAGS`` wins. Returns ``XLA_FLAGS`` as it is now set.
+
+    Raises:
+      RuntimeError: JAX has already initialised its backends, so the flag would be ignored.
+    """
+    env = os.environ if environ is None else environ
+    flags = env.get("XLA_FLAGS", "")
+    if not enabled or DETERMINISTIC_OPS_FLAG in flags:
+        return flags or None
+    if env is os.environ and jax_backends_initialized():
+        raise RuntimeError("configure_jax_determinism was called after JAX initialised its backends; "
+                           "call it before the first jax.devices()/array op/jit of the process")
+    env["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_OPS_FLAG}=true".strip()
+    return env["XLA_FLAGS"]
 
 
 def _as_float(text: str) -> float | None:

@@ -22,7 +22,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxrl_isaac import bridge
 from jaxrl_isaac.envs.contract import validate_action
 from jaxrl_isaac.jax_setup import (DEPRECATED_MEM_FRACTION_VAR, MEM_FRACTION_VAR, PREALLOCATE_VAR,
-                                   configure_jax_memory)
+                                   configure_jax_determinism, configure_jax_memory)
 
 
 def _aliases(j: jax.Array, t: torch.Tensor) -> bool:
@@ -293,6 +293,41 @@ def test_configure_jax_memory_rejects_bad_fractions(fraction):
 def test_configure_jax_memory_rejects_both_fraction_names():
     with pytest.raises(ValueError, match=r"^both XLA_CLIENT_MEM_FRACTION and XLA_PYTHON_CLIENT_MEM_FRACTION"):
         configure_jax_memory(0.5, environ={MEM_FRACTION_VAR: "0.5", DEPRECATED_MEM_FRACTION_VAR: "0.5"})
+
+
+def test_configure_jax_determinism_appends_the_flag_and_lets_an_exported_setting_win():
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    assert configure_jax_determinism(True, environ=env) == \
+        "--xla_force_host_platform_device_count=4 --xla_gpu_deterministic_ops=true"
+    assert configure_jax_determinism(True, environ=env) == env["XLA_FLAGS"]  # idempotent: not added twice
+    assert env["XLA_FLAGS"].count("deterministic") == 1
+    exported = {"XLA_FLAGS": "--xla_gpu_deterministic_ops=false"}
+    configure_jax_determinism(True, environ=exported)
+    assert exported == {"XLA_FLAGS": "--xla_gpu_deterministic_ops=false"}
+    configure_jax_determinism(False, environ=(untouched := {}))
+    assert untouched == {}
+    fresh: dict[str, str] = {}
+    configure_jax_determinism(True, environ=fresh)
+    assert fresh == {"XLA_FLAGS": "--xla_gpu_deterministic_ops=true"}
+
+
+def test_an_entry_point_sets_the_deterministic_ops_flag_before_jax_starts_and_a_cpu_jax_accepts_it():
+    # start_jax is what train/eval call first; XLA aborts a process on an unknown flag, so the GPU flag must also be
+    # harmless where there is no GPU.
+    script = textwrap.dedent("""
+        import os
+        from jaxrl_isaac.config import load_config
+        from jaxrl_isaac.entrypoint import start_jax
+        assert start_jax(load_config("embedded_reach_ppo_baseline", overrides=["cluster.deterministic_gpu_ops=true"]))
+        assert "--xla_gpu_deterministic_ops=true" in os.environ["XLA_FLAGS"], os.environ["XLA_FLAGS"]
+        import jax.numpy as jnp
+        print(float((jnp.ones(3) + 1).sum()))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0 and done.stdout.strip().endswith("6.0"), done.stderr[-2000:]
 
 
 def test_configure_jax_memory_is_too_late_once_jax_runs():

@@ -92,6 +92,11 @@ class ClusterConfig:
     # jaxrl_isaac.jax_setup.configure_jax_memory. 0.5 leaves room for a simulator on the same GPU; None keeps
     # JAX's default (0.75).
     jax_mem_fraction: float | None = 0.5
+    # Ours: XLA's deterministic GPU kernels (--xla_gpu_deterministic_ops), so that a run resumed from a checkpoint
+    # repeats the uninterrupted run's steps bit for bit. Without it, GPU scatter-adds (gradients of gathers, e.g.
+    # GR00T's per-embodiment projectors) sum in a varying order and a resumed run drifts from its second step on.
+    # On the H100 stack-cube PPO it doubled time/actor_training (2.1 -> 4.1 s of a 21 s step). No effect on CPU.
+    deterministic_gpu_ops: bool = True
 
 
 # ----------------------------------------------------------------------------------------------------------------
