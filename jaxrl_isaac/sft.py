@@ -646,12 +646,23 @@ def _without_out(argv: list[str]) -> list[str]:
 
 # ============================================================================================================ CLI
 
+def _positive_int(text: str) -> int:
+    """argparse type: a count that must be >= 1, so that a bad value fails before any model is built."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive int, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxrl_isaac.sft", description=__doc__.split("\n\n")[0])
     p.add_argument("--task", default=SFT_TASK, help="embedded task id with a scripted expert")
-    p.add_argument("--episodes", type=int, default=20, help="successful expert episodes to record")
-    p.add_argument("--num-envs", type=int, default=8, help="parallel sub-envs while collecting")
-    p.add_argument("--num-workers", type=int, default=1,
+    p.add_argument("--episodes", type=_positive_int, default=20, help="successful expert episodes to record")
+    p.add_argument("--num-envs", type=_positive_int, default=8, help="parallel sub-envs while collecting")
+    p.add_argument("--num-workers", type=_positive_int, default=1,
                    help="simulator processes sharing --num-envs while collecting (contiguous shares)")
     p.add_argument("--out", required=True, help="output directory; the checkpoint goes to OUT/global_step_<steps>")
     model = p.add_mutually_exclusive_group()
@@ -663,10 +674,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embodiment-tag", default=DEFAULT_EMBODIMENT_TAG)
     p.add_argument("--steps", type=int, default=SFTSettings.steps,
                    help="optimizer steps; 0 writes the random model with its normalisation statistics only")
-    p.add_argument("--batch-size", type=int, default=SFTSettings.batch_size)
+    p.add_argument("--batch-size", type=_positive_int, default=SFTSettings.batch_size)
     p.add_argument("--lr", type=float, default=SFTSettings.lr)
     p.add_argument("--action-horizon", type=int, default=16)
-    p.add_argument("--cam", type=int, default=64, help="camera height = width in pixels")
+    p.add_argument("--cam", type=_positive_int, default=64, help="camera height = width in pixels")
     p.add_argument("--no-augment", action="store_true", help="eval-mode image transform (centre crop, no jitter)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--log-interval", type=int, default=SFTSettings.log_interval)

@@ -230,6 +230,31 @@ def test_evaluate_reproduces_sample_ratio_one(setup):
     assert np.abs(np.asarray(fns.evaluate(moved, obs, s.train_inputs).logprob - s.logprob)).max() > 1e-3
 
 
+def test_cached_backbone_features_give_the_same_evaluate_without_running_the_backbone(setup, processor):
+    policy, obs, params, fns = setup
+    cached = _policy(processor, cache_backbone_features=True)
+    sample, evaluate = _jit(cached.sample), _jit(cached.evaluate)
+    s = sample(params, obs, jax.random.PRNGKey(7))
+    features = s.train_inputs["backbone_features"]
+    np.testing.assert_array_equal(np.asarray(features), np.asarray(_jit(cached.backbone_features)(params, obs)))
+    plain_inputs = {k: v for k, v in s.train_inputs.items() if k != "backbone_features"}
+    np.testing.assert_array_equal(np.asarray(s.logprob),
+                                  np.asarray(fns.sample(params, obs, jax.random.PRNGKey(7)).logprob))
+    # The update's params differ from the rollout's only in trainable (head) params; the backbone is frozen.
+    moved = dict(params, action_head=jax.tree.map(lambda x: x * 1.05, params["action_head"]))
+    # Images the backbone would see differently: with cached features evaluate must not look at them.
+    blind = dict(obs, eagle_images=jnp.zeros_like(obs["eagle_images"]))
+    for p in (params, moved):
+        want = fns.evaluate(p, obs, plain_inputs)
+        got = evaluate(p, blind, s.train_inputs)
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+    assert np.abs(np.asarray(fns.evaluate(params, blind, plain_inputs).logprob - s.logprob)).max() > 1e-3
+    # A trainable backbone changes its features under the update, so nothing is cached then.
+    assert "backbone_features" not in _jit(_policy(processor, cache_backbone_features=True, tune_llm=True).sample)(
+        params, obs, jax.random.PRNGKey(7)).train_inputs
+
+
 def test_act_is_deterministic_euler_equal_to_get_action(setup, processor):
     policy, obs, params, _ = setup
     h = policy.model_config.action_head

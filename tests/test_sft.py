@@ -171,3 +171,12 @@ def test_bad_input_gives_one_line(tmp_path, capsys, extra, message):
     assert sft.main(["--out", str(tmp_path / "o"), "--episodes", "1", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("flag, value", [("--num-workers", "0"), ("--num-envs", "-2"), ("--batch-size", "x")])
+def test_bad_counts_fail_in_argument_parsing_before_anything_is_built(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        sft.main(["--out", str(tmp_path / "o"), flag, value])
+    assert exit_info.value.code == 2 and not (tmp_path / "o").exists()
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be a positive int, got " in err.splitlines()[-1]

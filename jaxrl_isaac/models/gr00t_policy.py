@@ -39,6 +39,10 @@ Decisions (spec references in brackets):
 * Trainable: the action head and the value head (and the noise net); the backbone is frozen unless
   ``tune_visual`` (SigLIP + mlp1) / ``tune_llm`` (Qwen3). ``evaluate`` stops gradients at frozen params, so no
   backbone gradient is computed; the optimizer must also skip them (``is_trainable_param``). [§5.5]
+* ``cache_backbone_features`` (ours): with the backbone frozen its features are a fixed function of the observation,
+  so ``sample`` stores them in ``train_inputs`` and ``evaluate`` starts from them instead of running the backbone
+  again on every sample of every update epoch. Identical log-probs (the stored features are the ones the rollout
+  used); the price is L x backbone_dim values per sample in the trajectory.
 * Dropout is off everywhere (RLinf ``disable_dropout: True``); ``disable_dropout: False`` is refused.
 * ``act`` (eval mode) integrates deterministically from x_0 = 0 (the prior's mean) unless given an ``rng``, in
   which case x_0 ~ N(0, I) as RLinf's eval rollout; the evaluator passes one (``eval_samples_noise``), because
@@ -76,6 +80,8 @@ ACTION_CONVERTERS = ("isaaclab_stack_cube", "libero")
 LOGPROB_TYPES = ("chunk_level", "action_level")
 VALUE_HEAD = "value_head"
 NOISE_NET = "explore_noise_net"
+# train_inputs key of the rollout's backbone features (B, L, backbone_dim), with cache_backbone_features.
+BACKBONE_FEATURES = "backbone_features"
 # Backbone sub-trees and the switch that makes them trainable (Isaac-GR00T's set_trainable_parameters).
 _BACKBONE_SWITCHES = {"vision_model": "tune_visual", "mlp1": "tune_visual", "language_model": "tune_llm"}
 _PIXEL_SCALE = np.float32(127.5)
@@ -112,6 +118,7 @@ class GR00TRLConfig:
     noise_std_range: tuple[float, float] = (0.08, 0.16)
     tune_visual: bool = False
     tune_llm: bool = False
+    cache_backbone_features: bool = False
     detach_critic_input: bool = False
     logprob_type: str = "chunk_level"
     action_converter: str = "isaaclab_stack_cube"
@@ -135,6 +142,12 @@ class GR00TRLConfig:
         lo, hi = self.noise_std_range
         if not 0 < lo <= hi:
             raise ValueError(f"noise_std_range={self.noise_std_range} must satisfy 0 < min <= max")
+
+    @property
+    def caches_backbone_features(self) -> bool:
+        """Whether ``sample`` stores the backbone features for ``evaluate``: asked for, and the backbone frozen
+        (so the features under the learner's params are the rollout's, exactly)."""
+        return self.cache_backbone_features and not (self.tune_visual or self.tune_llm)
 
     @property
     def learned_noise(self) -> bool:
@@ -255,7 +268,8 @@ class GR00TRLPolicy:
             action_dim=m.action_dim, num_action_chunks=m.num_action_chunks, denoising_steps=m.denoising_steps,
             noise_method=h.noise_method, noise_level=h.noise_level, joint_logprob=h.joint_logprob,
             ignore_last=h.ignore_last, add_value_head=add_value_head, value_head_hidden_dims=tuple(value_dims),
-            tune_visual=m.tune_visual, tune_llm=m.tune_llm, detach_critic_input=h.detach_critic_input,
+            tune_visual=m.tune_visual, tune_llm=m.tune_llm, cache_backbone_features=m.cache_backbone_features,
+            detach_critic_input=h.detach_critic_input,
             logprob_type=cfg.algorithm.logprob_type,
             action_converter=m.obs_converter_type)
         tag = m.embodiment_tag
@@ -402,10 +416,12 @@ class GR00TRLPolicy:
 
     def sample(self, params: Mapping, obs: Mapping[str, Array], rng: Array) -> PolicySample:
         """Rollout call: env actions (B, C, A), the Flow-SDE log-prob ((B,) or (B, C, A)), value (B,) and
-        train_inputs {"chain" (B, K+1, H, D), "denoise_step" (B,)} (see the module docstring)."""
+        train_inputs {"chain" (B, K+1, H, D), "denoise_step" (B,)} (see the module docstring), plus
+        "backbone_features" (B, L, backbone_dim) when ``rl.caches_backbone_features``."""
         rl, head_cfg = self.rl, self.model_config.action_head
         K = rl.denoising_steps
-        ctx = self.encode(params, obs)
+        features = self.backbone_features(params, obs)
+        ctx = self.encode(params, obs, features)
         batch = ctx.vl_tokens.shape[0]
         k_rng, x0_rng, eps_rng = jax.random.split(rng, 3)
         shape = (batch, head_cfg.action_horizon, head_cfg.action_dim)
@@ -432,14 +448,15 @@ class GR00TRLPolicy:
         chain = jnp.concatenate([x0[:, None], jnp.moveaxis(states, 0, 1)], axis=1)  # (B, K+1, H, D)
         return PolicySample(actions=self._env_actions(x_final), logprob=self._reduce(logps.sum(axis=0)),
                             value=self._value(params, ctx),
-                            train_inputs={"chain": chain, "denoise_step": denoise_step})
+                            train_inputs={"chain": chain, "denoise_step": denoise_step,
+                                          **({BACKBONE_FEATURES: features} if rl.caches_backbone_features else {})})
 
     def evaluate(self, params: Mapping, obs: Mapping[str, Array], train_inputs: Mapping[str, Array]) -> PolicyEval:
         """Learner call: the log-prob of the stored transition(s) under ``params`` (teacher-forced on the chain),
         the value, and the Gaussian entropy at the stochastic step(s) summed over the C x A elements (B,)."""
         rl = self.rl
         params = self._stop_frozen_gradients(params)
-        ctx = self.encode(params, obs)
+        ctx = self.encode(params, obs, train_inputs.get(BACKBONE_FEATURES))
         chain = train_inputs["chain"].astype(jnp.float32)
         batch = chain.shape[0]
         buckets = jnp.asarray(self._buckets)
@@ -487,15 +504,21 @@ class GR00TRLPolicy:
         x, _ = jax.lax.scan(step, x0.astype(jnp.float32), jnp.asarray(self._buckets))
         return x
 
-    def encode(self, params: Mapping, obs: Mapping[str, Array]) -> HeadContext:
-        """Backbone + the action head's step-independent part (``HeadContext``) for one observation batch."""
+    def backbone_features(self, params: Mapping, obs: Mapping[str, Array]) -> Array:
+        """The Eagle backbone on one observation batch: (B, L, backbone_dim) in the compute dtype."""
         missing = [k for k in OBS_KEYS if k not in obs]
         if missing:
             raise KeyError(f"GR00T policy obs lack {missing} (read_obs produces {list(OBS_KEYS)})")
         pixels = eagle_pixel_values(obs["eagle_images"])
-        features = self.model.backbone_features(params, {"eagle_input_ids": obs["eagle_input_ids"],
-                                                         "eagle_attention_mask": obs["eagle_attention_mask"],
-                                                         "eagle_pixel_values": pixels})
+        return self.model.backbone_features(params, {"eagle_input_ids": obs["eagle_input_ids"],
+                                                     "eagle_attention_mask": obs["eagle_attention_mask"],
+                                                     "eagle_pixel_values": pixels})
+
+    def encode(self, params: Mapping, obs: Mapping[str, Array], features: Array | None = None) -> HeadContext:
+        """Backbone (unless its ``features`` are given) + the action head's step-independent part
+        (``HeadContext``) for one observation batch."""
+        if features is None:
+            features = self.backbone_features(params, obs)
         state = obs["state"].astype(self.model_config.action_head.jnp_dtype)
         return self.head.encode_context(params["action_head"], features, state, obs["embodiment_id"])
 
