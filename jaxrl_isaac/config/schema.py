@@ -355,7 +355,8 @@ class ModelConfig:
     # Ours: with the backbone frozen (tune_visual and tune_llm off), keep the backbone features each rollout call
     # computed in the trajectory, so the update runs only the action head instead of the backbone again for every
     # sample of every update epoch. Costs L x backbone_dim values per sample of device memory (the full N1.5:
-    # 570 x 2048 bf16 = 2.3 MB, so off by default; the small embedded configs turn it on).
+    # 570 x 2048 bf16 = 2.3 MB, so off by default). For large frozen backbones: the tiny CPU model's is cheap and
+    # caching it changed nothing measurable there (BENCHMARKS.md, "Learning: the default run").
     cache_backbone_features: bool = False
     rl_head_config: RLHeadConfig = dataclasses.field(default_factory=RLHeadConfig)
     baseline: BaselineModelConfig = dataclasses.field(default_factory=BaselineModelConfig)
