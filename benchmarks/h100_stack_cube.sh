@@ -42,7 +42,8 @@ python3 -c "import jax; print('JAX', jax.__version__, jax.devices())"
 sft() {  # steps (kept when a previous piece on this host already wrote it)
   [ -d "$G/sft_$1/global_step_$1" ] && { echo "reusing $G/sft_$1"; return 0; }
   python3 -m jaxrl_isaac.sft --task $TASK --episodes ${SFT_EPISODES:-1500} --num-envs 16 --model-config small --steps "$1" \
-    --batch-size 128 --lr 1e-3 --cam 32 --seed 1234 --log-interval 1000 --no-augment --out "$G/sft_$1" ${SFT_ARGS:-}
+    --batch-size 128 --lr 1e-3 --cam 32 --seed 1234 --log-interval 1000 --no-augment --tiny-tokenizer bytes \
+    --out "$G/sft_$1" ${SFT_ARGS:-}
 }
 
 evaluate() {  # name, then overrides

@@ -110,9 +110,9 @@ def test_bootstrap_config_errors(tmp_path, capsys):
     assert "sft_lr=0" in capsys.readouterr().err
     # Checked before the bootstrap SFT runs (nothing is written), with the prompt length of the processor it makes.
     assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={tmp_path}",
-                       "actor.model.rl_head_config.padding_value=100", "actor.model.bootstrap.sft_steps=3",
+                       "actor.model.rl_head_config.padding_value=40", "actor.model.bootstrap.sft_steps=3",
                        *SMALL]) == 2
-    assert "padding_value=100 is shorter than the prompt (125 tokens" in capsys.readouterr().err
+    assert "padding_value=40 is shorter than the prompt (47 tokens" in capsys.readouterr().err
     assert not (tmp_path / "bootstrap").exists()
     # A model_path checkpoint is checked against its own processor.
     boot = tmp_path / "boot"
@@ -120,8 +120,8 @@ def test_bootstrap_config_errors(tmp_path, capsys):
                        *RANDOM_INIT, *SMALL, "runner.max_epochs=1"]) == 0
     assert train.main(["--config-name", "embedded_reach_ppo_gr00t_tiny", f"runner.logger.log_path={tmp_path / 'x'}",
                        "actor.model.bootstrap=null", f"actor.model.model_path={boot / 'bootstrap' / 'global_step_0'}",
-                       "actor.model.rl_head_config.padding_value=100", *SMALL]) == 2
-    assert "padding_value=100 is shorter than the prompt (125 tokens" in capsys.readouterr().err
+                       "actor.model.rl_head_config.padding_value=40", *SMALL]) == 2
+    assert "padding_value=40 is shorter than the prompt (47 tokens" in capsys.readouterr().err
 
 
 def test_stack_state_task_small_gr00t_bootstrap_then_ppo_on_parallel_env(tmp_path):
@@ -140,6 +140,7 @@ def test_stack_state_task_small_gr00t_bootstrap_then_ppo_on_parallel_env(tmp_pat
     assert train.main(args) == 0
     recipe = json.loads((log / "bootstrap" / "bootstrap.json").read_text())
     assert "--no-augment" in recipe and recipe[recipe.index("--model-config") + 1] == "small"
+    assert recipe[recipe.index("--tiny-tokenizer") + 1] == "bytes"  # the config keeps the recorded GPU recipe's
     _, assets = read_converted_assets(log / "bootstrap" / "global_step_2")
     head = assets["gr00t_config"]["action_head"]
     assert (head["hidden_size"], head["max_state_dim"]) == (128, 20)

@@ -1,4 +1,4 @@
-"""SFT of GR00T N1.5 on scripted-expert demos (``jaxrl_isaac.sft``): tiny model, byte tokenizer, 32 px cameras, CPU."""
+"""SFT of GR00T N1.5 on scripted-expert demos (``jaxrl_isaac.sft``): tiny model, tiny word tokenizer, 32 px cameras, CPU."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def demos():
 def tiny(tmp_path_factory):
     from gr00t_port.processor import IMAGE_CONTEXT_TOKEN, load_tokenizer
 
-    tokenizer = load_tokenizer(sft.write_byte_tokenizer(tmp_path_factory.mktemp("tok")))
+    tokenizer = load_tokenizer(sft.write_tiny_tokenizer(tmp_path_factory.mktemp("tok")))
     cfg = sft.tiny_model_config(len(tokenizer), tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN), HORIZON)
     return cfg, tokenizer
 
@@ -120,13 +120,13 @@ def test_sft_steps_reduce_flow_matching_loss_on_a_fixed_batch(demos, tiny):
     noise = jax.random.normal(jax.random.key(1), batch["action"].shape)
     t = jax.numpy.linspace(0.05, 0.95, batch_size)
     before = float(loss_fn(params["action_head"], params["backbone"], batch, None, noise, t))
-    settings = sft.SFTSettings(steps=25, batch_size=batch_size, lr=3e-3, warmup_ratio=0.0, augment=False,
+    settings = sft.SFTSettings(steps=40, batch_size=batch_size, lr=3e-3, warmup_ratio=0.0, augment=False,
                                dropout=False, log_interval=5)
     trained, history = sft.train(cfg, params, processor, fixed, settings, compiler_options=FAST_JIT,
                                  log=lambda _: None)
     after = float(loss_fn(trained["action_head"], trained["backbone"], batch, None, noise, t))
-    assert np.isfinite(before) and after < 0.75 * before, (before, after)  # measured 2.22 -> 1.34
-    assert [row["step"] for row in history] == [1, 5, 10, 15, 20, 25]
+    assert np.isfinite(before) and after < 0.75 * before, (before, after)
+    assert [row["step"] for row in history] == [1, 5, 10, 15, 20, 25, 30, 35, 40]
     assert trained["backbone"] is params["backbone"]  # frozen: tune_visual=False, tune_llm=False
 
 
@@ -166,7 +166,7 @@ def test_cli_end_to_end_checkpoint_loads_into_the_same_tree(tmp_path, monkeypatc
      "error: --action-horizon 8 differs from the model's action_horizon=16"),
 ])
 def test_bad_input_gives_one_line(tmp_path, capsys, extra, message):
-    tok = sft.write_byte_tokenizer(tmp_path / "tok")
+    tok = sft.write_tiny_tokenizer(tmp_path / "tok")
     extra = [str(tok) if a == "TOKDIR" else a for a in extra]
     assert sft.main(["--out", str(tmp_path / "o"), "--episodes", "1", *extra]) == 2
     err = capsys.readouterr().err
@@ -180,3 +180,28 @@ def test_bad_counts_fail_in_argument_parsing_before_anything_is_built(tmp_path, 
     assert exit_info.value.code == 2 and not (tmp_path / "o").exists()
     err = capsys.readouterr().err
     assert f"argument {flag}: must be a positive int, got " in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("kind, reach_tokens", [("words", 47), ("bytes", 125)])
+def test_tiny_tokenizer_merges_prompt_words_and_still_round_trips_any_text(tmp_path, kind, reach_tokens):
+    from gr00t_port.processor import load_tokenizer, prompt_token_ids
+    from jaxrl_isaac.envs.embedded.tasks import REACH_ID, task_description
+
+    tokenizer = load_tokenizer(sft.write_tiny_tokenizer(tmp_path / kind, kind))
+    ids = prompt_token_ids(tokenizer, task_description(REACH_ID), 2, 4)
+    assert len(ids) == reach_tokens == sft.bootstrap_prompt_length(task_description(REACH_ID), tokenizer_kind=kind)
+    tokens = tokenizer.convert_ids_to_tokens(list(ids))
+    assert ("Ġgripper" in tokens) == (kind == "words") and tokens.count("<IMG_CONTEXT>") == 8
+    # Specials keep their own ids after the (merged) vocabulary; text outside the corpus falls back to bytes.
+    assert tokenizer.convert_tokens_to_ids("<|endoftext|>") == len(tokenizer) - 6 == tokenizer.pad_token_id
+    text = "Move the gripper 12 mm to the crimson widget, s'il vous plaît."
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    # Deterministic: the same files every time.
+    again = sft.write_tiny_tokenizer(tmp_path / f"{kind}_again", kind)
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        assert (again / name).read_text() == (tmp_path / kind / name).read_text()
+
+
+def test_tiny_tokenizer_rejects_an_unknown_kind(tmp_path):
+    with pytest.raises(ValueError, match="tiny tokenizer kind must be one of"):
+        sft.write_tiny_tokenizer(tmp_path, "sentencepiece")

@@ -329,6 +329,7 @@ class BootstrapConfig:
     sft_batch_size: int = 32
     sft_lr: float = 1e-3
     sft_augment: bool = True  # Isaac-GR00T's train-mode image transforms; off = --no-augment (cheaper batches)
+    tokenizer: Literal["words", "bytes"] = "words"  # sft --tiny-tokenizer: one token per prompt word, or raw bytes
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

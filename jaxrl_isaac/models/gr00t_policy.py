@@ -239,7 +239,7 @@ class GR00TRLPolicy:
         if model_path is None and m.bootstrap is not None:
             if task:  # a prompt longer than padding_value fails here, not after minutes of SFT
                 from jaxrl_isaac.sft import bootstrap_prompt_length
-                _check_padding(h.padding_value, bootstrap_prompt_length(task))
+                _check_padding(h.padding_value, bootstrap_prompt_length(task, tokenizer_kind=m.bootstrap.tokenizer))
             model_path = bootstrap_checkpoint_for(cfg, split)
         if model_path is None:
             raise ValueError("actor.model.model_path must name a converted GR00T checkpoint (python -m "
@@ -650,7 +650,8 @@ def bootstrap_checkpoint_for(cfg: Any, split: str = "train") -> Path:
                                     architecture=boot.architecture, steps=boot.sft_steps, episodes=boot.sft_episodes,
                                     batch_size=boot.sft_batch_size, lr=boot.sft_lr, cam=table.height,
                                     seed=cfg.actor.seed, embodiment_tag=m.embodiment_tag,
-                                    augment=boot.sft_augment, log=logging.getLogger(__name__).info)
+                                    augment=boot.sft_augment, tokenizer=boot.tokenizer,
+                                    log=logging.getLogger(__name__).info)
 
 
 def read_converted_assets(path: str | os.PathLike) -> tuple[Path, dict]:
