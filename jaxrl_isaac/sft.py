@@ -759,6 +759,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="widen the state statistics with noisy-expert rollouts (action noise std) so that states an "
                         "RL policy explores still normalise to O(1); 0: statistics of the demos only (Isaac-GR00T)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nondeterministic-gpu-ops", action="store_true",
+                   help="leave out XLA's deterministic GPU kernels (faster; two runs of the same command then differ)")
     return p
 
 
@@ -830,7 +832,11 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from jaxrl_isaac.jax_setup import configure_jax_determinism, jax_backends_initialized
+
     args = build_parser().parse_args(argv)
+    if not jax_backends_initialized():  # as train's cluster.deterministic_gpu_ops: the same SFT start every time
+        configure_jax_determinism(not args.nondeterministic_gpu_ops)
     try:
         run(args)
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:

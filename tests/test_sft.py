@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import jax
 import numpy as np
@@ -205,3 +206,16 @@ def test_tiny_tokenizer_merges_prompt_words_and_still_round_trips_any_text(tmp_p
 def test_tiny_tokenizer_rejects_an_unknown_kind(tmp_path):
     with pytest.raises(ValueError, match="tiny tokenizer kind must be one of"):
         sft.write_tiny_tokenizer(tmp_path, "sentencepiece")
+
+
+@pytest.mark.parametrize("extra, deterministic", [([], True), (["--nondeterministic-gpu-ops"], False)])
+def test_the_cli_asks_xla_for_deterministic_gpu_ops_before_jax_starts(tmp_path, monkeypatch, capsys, extra,
+                                                                      deterministic):
+    from jaxrl_isaac import jax_setup
+
+    monkeypatch.setattr(jax_setup, "jax_backends_initialized", lambda: False)  # as in a fresh process
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/nowhere")
+    assert sft.main(["--task", "Embedded-Nope-v0", "--out", str(tmp_path / "o"), *extra]) == 2
+    flags = os.environ["XLA_FLAGS"]
+    assert flags.startswith("--xla_dump_to=/tmp/nowhere")
+    assert ("--xla_gpu_deterministic_ops=true" in flags) == deterministic
