@@ -32,7 +32,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def bootstrap_argv(seed: int, out: pathlib.Path) -> list[str]:
     """The bootstrap recipe of the default config (sft.bootstrap_checkpoint) for ``seed``."""
     from jaxrl_isaac.config.loader import load_config  # noqa: PLC0415
-    from jaxrl_isaac.sft import bootstrap_checkpoint  # noqa: F401,PLC0415 - fails here if the module is broken
 
     cfg = load_config(CONFIG, overrides=[f"actor.seed={seed}"])
     b, env = cfg.actor.model.bootstrap, cfg.env.train

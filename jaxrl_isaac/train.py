@@ -41,15 +41,35 @@ def main(argv: list[str] | None = None) -> int:
                  else "no checkpoint was written yet")
         print(f"interrupted; {where}", file=sys.stderr)
         return 130
-    if history and "env/success_once" in history[0]:
-        first, last = history[0], history[-1]
-        keys = ("env/success_once", "env/return", "env/episode_len", "actor/loss", "throughput/env_steps_per_s")
-        print("metric".ljust(30), "first step".rjust(12), "last step".rjust(12))
-        for k in keys:
-            if k in first and k in last:
-                print(k.ljust(30), f"{first[k]:12.4f}", f"{last[k]:12.4f}")
+    for line in summary_lines(history, runner.start_step):
+        print(line)
     print(f"logs, tensorboard and checkpoints in {cfg.runner.logger.log_path}")
     return 0
+
+
+SUMMARY_KEYS = ("env/success_once", "env/return", "env/episode_len", "actor/loss", "throughput/env_steps_per_s")
+
+
+def summary_lines(history: list[dict[str, float]], start_step: int = 0, window: int = 10) -> list[str]:
+    """The console summary of a run: the means of the key metrics over its first and its last ``window`` global
+    steps (one step of a few dozen episodes says little), then its first and last in-training evals.
+    ``history[i]`` is global step ``start_step + i + 1``."""
+    if not history or "env/success_once" not in history[0]:
+        return []
+    n = min(window, len(history))
+    first, last = f"steps {start_step + 1}-{start_step + n}", f"steps {start_step + len(history) - n + 1}-" \
+                                                             f"{start_step + len(history)}"
+    lines = ["metric (mean)".ljust(30) + first.rjust(16) + last.rjust(16)]
+    for key in SUMMARY_KEYS:
+        head = [row[key] for row in history[:n] if key in row]
+        tail = [row[key] for row in history[-n:] if key in row]
+        if head and tail:
+            lines.append(key.ljust(30) + f"{sum(head) / len(head):16.4f}" + f"{sum(tail) / len(tail):16.4f}")
+    evals = [(start_step + i + 1, row["eval/success_once"]) for i, row in enumerate(history)
+             if "eval/success_once" in row]
+    if evals:
+        lines.append("eval/success_once".ljust(30) + " ".join(f"{v:.4f} (step {s})" for s, v in evals))
+    return lines
 
 
 if __name__ == "__main__":

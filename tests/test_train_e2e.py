@@ -115,3 +115,17 @@ def test_interrupt_says_where_to_resume(tmp_path, monkeypatch, capsys):
     assert f"interrupted; continue from global step 2 with runner.resume_dir={log / 'checkpoints'}" in \
         capsys.readouterr().err
     assert len((log / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_console_summary_averages_the_first_and_last_steps_and_lists_the_evals():
+    from jaxrl_isaac.train import summary_lines
+
+    history = [{"env/success_once": 0.1 * (i % 2), "actor/loss": 1.0} for i in range(25)]
+    history[9]["eval/success_once"], history[24]["eval/success_once"] = 0.25, 0.5
+    lines = summary_lines(history, start_step=5)
+    assert lines[0].split() == ["metric", "(mean)", "steps", "6-15", "steps", "21-30"]
+    assert lines[1].split() == ["env/success_once", "0.0500", "0.0500"]  # 5 of 10 steps at 0.1, both windows
+    assert lines[2].split() == ["actor/loss", "1.0000", "1.0000"]
+    assert lines[3] == "eval/success_once".ljust(30) + "0.2500 (step 15) 0.5000 (step 30)"
+    assert summary_lines([]) == [] and summary_lines([{"actor/loss": 1.0}]) == []
+    assert summary_lines(history[:3])[0].split()[-1] == "1-3"
