@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                  else "no checkpoint was written yet")
         print(f"interrupted; {where}", file=sys.stderr)
         return 130
-    for line in summary_lines(history, runner.start_step):
-        print(line)
+    if not cfg.runner.only_eval:  # only_eval printed its eval table and has no training steps to sum up
+        for line in summary_lines(history, runner.start_step):
+            print(line)
     print(f"logs, tensorboard and checkpoints in {cfg.runner.logger.log_path}")
     return 0
 
