@@ -29,17 +29,16 @@ CONFIG = "embedded_reach_ppo_gr00t_tiny"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def bootstrap_argv(seed: int, out: pathlib.Path) -> list[str]:
-    """The bootstrap recipe of the default config (sft.bootstrap_checkpoint) for ``seed``."""
-    from jaxrl_isaac.config.loader import load_config  # noqa: PLC0415
-
-    cfg = load_config(CONFIG, overrides=[f"actor.seed={seed}"])
-    b, env = cfg.actor.model.bootstrap, cfg.env.train
-    return ["--task", env.init_params.id, "--episodes", str(b.sft_episodes), "--num-envs", "16",
-            "--model-config", b.architecture, "--steps", str(b.sft_steps), "--batch-size", str(b.sft_batch_size),
-            "--lr", str(b.sft_lr), "--cam", str(env.init_params.table_cam.height), "--seed", str(seed),
-            "--embodiment-tag", cfg.actor.model.embodiment_tag, "--log-interval", str(max(b.sft_steps // 10, 1)),
-            "--tiny-tokenizer", b.tokenizer, *([] if b.sft_augment else ["--no-augment"]), "--out", str(out)]
+# The bootstrap exactly as `train` makes it (gr00t_policy.bootstrap_checkpoint_for: recipe, reuse file and all) into
+# <log_path>/bootstrap, with the deterministic GPU ops `train` would ask for; argv: the config overrides.
+_MAKE_BOOTSTRAP = (
+    "import sys\n"
+    "from jaxrl_isaac.config.loader import load_config\n"
+    "from jaxrl_isaac.jax_setup import configure_jax_determinism\n"
+    f"cfg = load_config({CONFIG!r}, overrides=sys.argv[1:])\n"
+    "configure_jax_determinism(cfg.cluster.deterministic_gpu_ops)\n"
+    "from jaxrl_isaac.models.gr00t_policy import bootstrap_checkpoint_for\n"
+    "print(bootstrap_checkpoint_for(cfg))\n")
 
 
 def main() -> int:
@@ -65,27 +64,19 @@ def main() -> int:
         logs.flush()
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(work / f"{name}.log", "w"), stderr=subprocess.STDOUT)
 
-    # 1. Bootstraps (one per seed), in parallel.
-    boots = {}
-    for seed in args.seeds:
-        boot = work / f"boot_{seed}"
-        if not (boot / "bootstrap.json").is_file():
-            argv = bootstrap_argv(seed, boot)
-            proc = launch([sys.executable, "-m", "jaxrl_isaac.sft", *argv], f"boot_{seed}")
-            boots[seed] = (proc, argv)
-    for seed, (proc, argv) in boots.items():
+    # 1. Bootstraps (one per seed, in work/boot_<seed>/bootstrap), in parallel; a finished one is reused.
+    boots = {seed: launch([sys.executable, "-c", _MAKE_BOOTSTRAP, f"actor.seed={seed}",
+                           f"runner.logger.log_path={work / f'boot_{seed}'}"], f"boot_{seed}") for seed in args.seeds}
+    for seed, proc in boots.items():
         if proc.wait() != 0:
             print(f"bootstrap {seed} failed; see {work}/boot_{seed}.log")
             return 1
-        recipe = argv[:-2]  # without --out, as sft.bootstrap_checkpoint stores it
-        (work / f"boot_{seed}" / "bootstrap.json").write_text(json.dumps(recipe))
     logs.write(f"{time.monotonic() - t0:7.1f}s bootstraps done\n")
 
     # 2. Runs and evals, at most --parallel at a time.
     queue: list[tuple[str, list[str]]] = []
     for seed in args.seeds:
-        boot_ckpt = work / f"boot_{seed}"
-        step_dirs = sorted(boot_ckpt.glob("global_step_*"))
+        step_dirs = sorted((work / f"boot_{seed}" / "bootstrap").glob("global_step_*"))
         ev_dir = work / f"eval_boot_{seed}"
         if not (ev_dir / "metrics.jsonl").is_file():
             queue.append((f"eval_boot_{seed}", [
@@ -99,7 +90,7 @@ def main() -> int:
             run_dir = work / f"{name}_{seed}"
             if not (run_dir / "bootstrap").exists():
                 run_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(work / f"boot_{seed}", run_dir / "bootstrap")
+                shutil.copytree(work / f"boot_{seed}" / "bootstrap", run_dir / "bootstrap")
             queue.append((f"{name}_{seed}", [
                 sys.executable, "-m", "jaxrl_isaac.train", "--config-name", CONFIG, f"actor.seed={seed}",
                 f"runner.logger.log_path={run_dir}", "runner.save_interval=-1", *common, *extra]))

@@ -300,19 +300,21 @@ def prompt_corpus() -> list[str]:
     return texts
 
 
-def _word_merges(texts: Sequence[str], byte_tokenizer_dir: pathlib.Path) -> list[tuple[str, str]]:
+def _word_merges(texts: Sequence[str]) -> list[tuple[str, str]]:
     """BPE merges that spell every pre-token (Qwen2's regex split: a word with its leading space, a number, a run of
     punctuation) of ``texts`` left to right, so that each becomes one token; special tokens are left out."""
+    import tempfile
+
     from gr00t_port.processor import load_tokenizer
 
-    tokenizer = load_tokenizer(byte_tokenizer_dir)
-    pre_tokenize = tokenizer.backend_tokenizer.pre_tokenizer.pre_tokenize_str
+    with tempfile.TemporaryDirectory() as tmp:  # the byte tokenizer, only for its pre-tokenizer
+        pre_tokenize = load_tokenizer(_write_tokenizer_files(pathlib.Path(tmp), [])).backend_tokenizer.pre_tokenizer
     specials = re.compile("|".join(re.escape(t) for t in _TINY_ADDED_TOKENS))
     merges: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
     for text in texts:
         for piece in specials.split(text):
-            for word, _ in pre_tokenize(piece):
+            for word, _ in pre_tokenize.pre_tokenize_str(piece):
                 for i in range(1, len(word)):
                     pair = (word[:i], word[i])
                     if pair not in seen:
@@ -332,27 +334,23 @@ def write_tiny_tokenizer(directory: str | os.PathLike, kind: str = "words") -> p
     byte by byte where no merge fits."""
     if kind not in TINY_TOKENIZERS:
         raise ValueError(f"tiny tokenizer kind must be one of {TINY_TOKENIZERS}, got {kind!r}")
-    directory = pathlib.Path(directory)
+    merges = _word_merges(prompt_corpus()) if kind == "words" else []
+    return _write_tokenizer_files(pathlib.Path(directory), merges)
+
+
+def _write_tokenizer_files(directory: pathlib.Path, merges: Sequence[tuple[str, str]]) -> pathlib.Path:
+    """vocab.json (256 byte symbols, then one token per merge), merges.txt and tokenizer_config.json (the special
+    tokens after the vocabulary, as in the real Eagle tokenizer)."""
     directory.mkdir(parents=True, exist_ok=True)
     symbols = _byte_symbols()
     vocab = {symbols[b]: b for b in range(256)}
+    for left, right in merges:
+        vocab[left + right] = len(vocab)
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (directory / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    _write_tokenizer_config(directory, first_special_id=len(vocab))
-    if kind == "words":
-        merges = _word_merges(prompt_corpus(), directory)
-        for left, right in merges:
-            vocab[left + right] = len(vocab)
-        (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-        (directory / "merges.txt").write_text(
-            "#version: 0.2\n" + "".join(f"{left} {right}\n" for left, right in merges), encoding="utf-8")
-        _write_tokenizer_config(directory, first_special_id=len(vocab))
-    return directory
-
-
-def _write_tokenizer_config(directory: pathlib.Path, first_special_id: int) -> None:
-    added = {str(first_special_id + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                                         "single_word": False, "special": True}
+    (directory / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{left} {right}\n" for left, right in merges), encoding="utf-8")
+    added = {str(len(vocab) + i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                                   "single_word": False, "special": True}
              for i, t in enumerate(_TINY_ADDED_TOKENS)}
     config = {"tokenizer_class": "Qwen2Tokenizer", "add_bos_token": False, "add_eos_token": False,
               "add_prefix_space": False, "added_tokens_decoder": added,
@@ -361,6 +359,7 @@ def _write_tokenizer_config(directory: pathlib.Path, first_special_id: int) -> N
               "model_max_length": 16384, "pad_token": "<|endoftext|>", "split_special_tokens": False,
               "unk_token": None}
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return directory
 
 
 def bootstrap_prompt_length(instruction: str, num_images: int = 2, tokenizer_kind: str = "words") -> int:

@@ -53,7 +53,7 @@ SUMMARY_KEYS = ("env/success_once", "env/return", "env/episode_len", "actor/loss
 
 def summary_lines(history: list[dict[str, float]], start_step: int = 0, window: int = 10) -> list[str]:
     """The console summary of a run: the means of the key metrics over its first and its last ``window`` global
-    steps (one step of a few dozen episodes says little), then its first and last in-training evals.
+    steps (one step of a few dozen episodes says little), then every in-training eval.
     ``history[i]`` is global step ``start_step + i + 1``."""
     if not history or "env/success_once" not in history[0]:
         return []
