@@ -151,8 +151,12 @@ class Evaluator:
         self.recorder = VideoRecorder(video, env.num_envs) if video is not None else None
 
     @classmethod
-    def from_config(cls, cfg, policy, env=None) -> Evaluator:
-        """The evaluator of ``cfg.env.eval``; builds that env with ``make_env`` unless ``env`` is given."""
+    def from_config(cls, cfg, policy, env=None, *, beside_train_env: bool = False) -> Evaluator:
+        """The evaluator of ``cfg.env.eval``; builds that env with ``make_env`` unless ``env`` is given.
+
+        ``beside_train_env``: this process also holds ``cfg.env.train``'s env (in-training eval). An IsaacLab eval env
+        beside an IsaacLab train env is then built in a process of its own (Kit runs one stage per process).
+        """
         from jaxrl_isaac.video import VideoSettings
         split = cfg.env.eval
         if split is None:
@@ -160,8 +164,11 @@ class Evaluator:
                              "runner.only_eval or python -m jaxrl_isaac.eval)")
         owns_env = env is None
         if env is None:
-            from jaxrl_isaac.envs.factory import make_env
-            env = make_env(split)
+            from jaxrl_isaac.envs import factory
+            if beside_train_env and factory.needs_own_process(split, cfg.env.train):
+                env = factory.make_env_process(split, name="env.eval")
+            else:
+                env = factory.make_env(split)
         from jaxrl_isaac.sharding import rollout_device
         settings = EvalSettings.from_split(split, cfg.actor.model.num_action_chunks)
         return cls(env, policy, settings, VideoSettings.from_config(split.video_cfg), owns_env=owns_env,

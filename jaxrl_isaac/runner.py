@@ -126,7 +126,7 @@ class EmbodiedRunner:
                                           device=self.rollout_device)
         if cfg.runner.val_check_interval > 0:
             from jaxrl_isaac.eval import Evaluator
-            self.evaluator = Evaluator.from_config(cfg, self.policy, env=eval_env)
+            self.evaluator = Evaluator.from_config(cfg, self.policy, env=eval_env, beside_train_env=True)
         self.mesh = sharding.make_mesh(actor_device_ids)
         num_samples = self.rollout_settings.chunk_steps * split.rollout_epoch * self.env.num_envs
         self.schedule = learner.Schedule(num_samples=num_samples, global_batch_size=cfg.actor.global_batch_size,

@@ -367,7 +367,12 @@ class FakeIsaacLab:
         return self.version_string if (self.installed and name == "isaaclab") else None
 
     # isaaclab.app
+    def _one_app_per_process(self) -> None:
+        if self.app_running:  # Kit runs one stage per process (one FakeIsaacLab stands for one process's install)
+            raise RuntimeError("fake IsaacLab: a SimulationApp is already running in this process")
+
     def _app_launcher(self, launcher_args: Any = None, **kwargs: Any) -> types.SimpleNamespace:
+        self._one_app_per_process()
         args = {**(launcher_args or {}), **kwargs}
         self.app_launches.append(args)
         self.display_at_launch.append(os.environ.get("DISPLAY"))
@@ -376,6 +381,7 @@ class FakeIsaacLab:
 
     @contextlib.contextmanager
     def _launch_simulation(self, cfg: Any, launcher_args: Any = None):
+        self._one_app_per_process()
         if launcher_args is not None and not launcher_args.get("enable_cameras", False):
             launcher_args["enable_cameras"] = True  # auto-enabled: the stack scene has Kit camera sensors
         self.app_launches.append(dict(launcher_args or {}))
@@ -431,3 +437,14 @@ class FakeIsaacLab:
         """The (single) env made so far."""
         assert len(self.made_envs) == 1, f"{len(self.made_envs)} envs were made"
         return self.made_envs[0]
+
+
+def make_env_in_child(split_cfg: Any, api_version: str = "3.0", script: Mapping[int, Mapping[str, Sequence[int]]]
+                      | None = None) -> Any:
+    """``factory.make_env(split_cfg)`` over a fresh ``FakeIsaacLab`` (this process's own "install"): the picklable
+    ``make_env`` an ``EnvProcess`` runs in its child when the test has no real IsaacLab."""
+    from jaxrl_isaac.envs.isaaclab import launcher
+    from jaxrl_isaac.envs import factory
+    lab = FakeIsaacLab(api_version, script=script)
+    launcher.default_module_source = lambda: lab
+    return factory.make_env(split_cfg)

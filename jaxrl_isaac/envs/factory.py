@@ -81,3 +81,20 @@ def make_env(split_cfg: Any, *, seed_offset: int = 0, num_envs: int | None = Non
     return make_isaaclab_env(init_params.id, num_envs=num_envs, device=device, seed=seed, table_cam=table_cam,
                              wrist_cam=wrist_cam, max_episode_steps=max_episode_steps,
                              task_description=init_params.task_description)
+
+
+def needs_own_process(split_cfg: Any, other_split_cfg: Any | None) -> bool:
+    """Whether ``split_cfg``'s env must run in a process of its own because this process holds ``other_split_cfg``'s.
+
+    Kit (Isaac Sim) runs one stage per process, so a second IsaacLab env cannot share a process with a first.
+    """
+    return (other_split_cfg is not None and split_cfg.env_type == "isaaclab"
+            and other_split_cfg.env_type == "isaaclab")
+
+
+def make_env_process(split_cfg: Any, *, name: str = "env", **make_env_kwargs: Any) -> VecEnv:
+    """``make_env(split_cfg, **make_env_kwargs)`` in a spawned process, behind the same contract (``EnvProcess``)."""
+    import functools
+
+    from jaxrl_isaac.envs.env_process import EnvProcess
+    return EnvProcess(functools.partial(make_env, split_cfg, **make_env_kwargs), name=name)

@@ -45,6 +45,7 @@ from jaxrl_isaac.envs.contract import CAMERA_KEYS, POLICY_GROUP, EnvInputError, 
 from jaxrl_isaac.envs.embedded import diff_ik, scene, tasks
 from jaxrl_isaac.envs.embedded.franka_env import RESET_OPTION_KEYS, EmbeddedFrankaEnv, check_env_args
 from jaxrl_isaac.envs.embedded.observations import LazyObsGroup
+from jaxrl_isaac.envs.env_process import describe_error
 
 WORKER_SEED_STRIDE = 1000003  # worker k's seed = seed + WORKER_SEED_STRIDE * k
 _OPTION_SIZES = {"joint_pos": 9, "cube_positions": 9, "cube_orientations": 12, "target_pos": 3}
@@ -113,12 +114,6 @@ def _dumps(message: tuple) -> bytes:
     return bytes(reduction.ForkingPickler.dumps(message))
 
 
-def _describe(err: BaseException) -> str:
-    """``Type: first line of the message`` (errors are reported on one line)."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-
-
 # --- worker process ------------------------------------------------------------------------------------------------
 
 class _Worker:
@@ -151,7 +146,7 @@ class _Worker:
             try:
                 reply = ("ok", getattr(self, f"cmd_{command}")(*args))
             except Exception as err:  # noqa: BLE001 - every failure is reported to the parent, on one line
-                reply = ("error", _describe(err), traceback.format_exc())
+                reply = ("error", describe_error(err), traceback.format_exc())
             try:
                 self.conn.send(reply)
             except OSError:
@@ -218,7 +213,7 @@ def _worker_main(conn: mp.connection.Connection, env_kwargs: dict[str, Any]) -> 
     try:
         worker = _Worker(conn, env_kwargs)
     except Exception as err:  # noqa: BLE001 - reported to the parent, which re-raises it
-        conn.send(("error", _describe(err), _picklable_value_error(err)))
+        conn.send(("error", describe_error(err), _picklable_value_error(err)))
         return
     conn.send(("ok", worker.obs_spec()))
     worker.serve()
