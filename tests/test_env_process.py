@@ -211,3 +211,42 @@ def test_the_eval_env_stays_in_process_when_the_train_env_is_not_isaaclab():
     assert not factory.needs_own_process(isaac, types.SimpleNamespace(env_type="embedded"))
     assert not factory.needs_own_process(types.SimpleNamespace(env_type="embedded"), isaac)
     assert not factory.needs_own_process(isaac, None)
+
+
+def make_double_on_cuda():
+    return make_isaaclab_env(V3_VISUOMOTOR, modules=FakeIsaacLab("3.0", script=SCRIPT), num_envs=4, device="cuda:0",
+                             seed=0, table_cam=(64, 64), wrist_cam=(64, 64), max_episode_steps=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_outputs_arrive_through_cuda_ipc_and_feed_jax_by_dlpack():
+    """The IsaacLab case: the child's tensors live on the GPU, the parent reads them in place (CUDA IPC)."""
+    import jax
+    from jaxrl_isaac import bridge
+    local, remote = make_double_on_cuda(), EnvProcess(make_double_on_cuda, name="env.eval")
+    try:
+        assert remote.device == torch.device("cuda:0")
+        assert_same(remote.reset(seed=3), local.reset(seed=3))
+        table_ptr = None
+        for action in actions(6, 4).cuda():
+            out_remote, out_local = remote.step(action), local.step(action)
+            assert_same(out_remote, out_local)
+            table = out_remote[0]["policy"]["table_cam"]
+            assert table.is_cuda and (table_ptr is None or table.data_ptr() == table_ptr)  # one buffer, reused
+            table_ptr = table.data_ptr()
+            if any(d.platform == "gpu" for d in jax.devices()):
+                as_jax = bridge.torch_to_jax(table)
+                assert np.array_equal(np.asarray(as_jax), out_local[0]["policy"]["table_cam"].cpu().numpy())
+    finally:
+        local.close()
+        remote.close()
+
+
+def test_bench_env_puts_the_own_process_column_beside_the_in_process_one(capsys):
+    from jaxrl_isaac.bench import env as bench_env
+    bench_env.main(["--task", tasks.REACH_ID, "--num-envs", "2", "--modes", "cameras_every_step", "--camera-steps",
+                    "2", "--cam-size", "16", "--env-process"])
+    out = capsys.readouterr().out
+    assert "| num_envs | 2 cams 16² every step, 1 worker | 2 cams 16² every step, 1 worker, own process |" in out
+    assert "\n| 2 | " in out and "x) |" in out

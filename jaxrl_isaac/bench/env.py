@@ -3,6 +3,12 @@ without cameras, with both cameras read every step, and with both read once per 
 
     python -m jaxrl_isaac.bench env --num-envs 1 8 64 --steps 200 --cam-size 200 --device cpu
     python -m jaxrl_isaac.bench env --num-envs 64 --modes no_cameras --num-workers 1 8  # processes side by side
+    python -m jaxrl_isaac.bench env --num-envs 64 --modes cameras_every_step --env-process  # + the env in its own
+                                                                                             # process (EnvProcess)
+
+With ``--env-process`` every configuration also runs behind ``EnvProcess`` (the env in a spawned process, outputs
+through shared buffers: how an IsaacLab eval env runs beside the train env), which reads every obs term, cameras
+included, on every step; compare it in the ``cameras_every_step`` mode.
 
 Actions are a fixed-seed random walk of small relative-pose deltas with a random gripper sign, so the arm moves
 and the fingers open and close (a still arm would flatter the physics).
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
 import time
@@ -20,6 +27,7 @@ import numpy as np
 import torch
 
 from jaxrl_isaac.envs import embedded
+from jaxrl_isaac.envs.env_process import EnvProcess
 
 MODES = ("no_cameras", "cameras_every_step", "cameras_every_chunk")
 
@@ -31,6 +39,7 @@ class BenchResult:
     steps: int
     seconds: float
     num_workers: int = 1
+    env_process: bool = False
 
     @property
     def env_steps_per_s(self) -> float:
@@ -46,10 +55,12 @@ def _actions(num_envs: int, steps: int, seed: int) -> torch.Tensor:
 
 
 def run_one(task_id: str, num_envs: int, mode: str, steps: int, cam_size: int, device: str, chunk: int,
-            warmup: int = 5, num_workers: int = 1) -> BenchResult:
+            warmup: int = 5, num_workers: int = 1, env_process: bool = False) -> BenchResult:
     """Time ``steps`` env steps of one configuration (after ``warmup`` untimed steps; worker start-up untimed)."""
-    env = embedded.make(task_id, num_envs=num_envs, device=device, seed=0, table_cam=(cam_size, cam_size),
-                        wrist_cam=(cam_size, cam_size), max_episode_steps=10 ** 6, num_workers=num_workers)
+    make = functools.partial(embedded.make, task_id, num_envs=num_envs, device=device, seed=0,
+                             table_cam=(cam_size, cam_size), wrist_cam=(cam_size, cam_size),
+                             max_episode_steps=10 ** 6, num_workers=num_workers)
+    env = EnvProcess(make, name="bench env") if env_process else make()
     try:
         actions = _actions(num_envs, steps + warmup, seed=0).to(device)
         obs, _ = env.reset(seed=0)
@@ -65,26 +76,30 @@ def run_one(task_id: str, num_envs: int, mode: str, steps: int, cam_size: int, d
             obs, *_ = env.step(actions[t])
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        return BenchResult(num_envs, mode, steps, time.perf_counter() - start, num_workers)
+        return BenchResult(num_envs, mode, steps, time.perf_counter() - start, num_workers, env_process)
     finally:
         env.close()
 
 
 def format_table(results: list[BenchResult], cam_size: int, chunk: int) -> str:
-    """Rows: num_envs; columns: modes, each split by num_workers (with its speed-up over the first count) when
-    several worker counts were run."""
+    """Rows: num_envs; columns: modes, each split by (num_workers, own process) variant (with its speed-up over the
+    first variant) when several were run."""
     headers = {"no_cameras": "no cameras", "cameras_every_step": f"2 cams {cam_size}² every step",
                "cameras_every_chunk": f"2 cams {cam_size}² every {chunk} steps"}
     modes = [m for m in MODES if any(r.mode == m for r in results)]
-    workers = sorted({r.num_workers for r in results})
+    workers = sorted({(r.num_workers, r.env_process) for r in results})
     columns = [(m, w) for m in modes for w in workers]
+
+    def variant(w: tuple[int, bool]) -> str:
+        return f"{w[0]} worker{'s' * (w[0] > 1)}" + (", own process" if w[1] else "")
+
     if len(workers) == 1:
         titles = [headers[m] for m in modes]
     else:
-        titles = [f"{headers[m]}, {w} worker{'s' * (w > 1)}" for m, w in columns]
+        titles = [f"{headers[m]}, {variant(w)}" for m, w in columns]
     lines = ["| num_envs | " + " | ".join(titles) + " |", "|---:|" + "---:|" * len(columns)]
     for n in sorted({r.num_envs for r in results}):
-        rate = {(r.mode, r.num_workers): r.env_steps_per_s for r in results if r.num_envs == n}
+        rate = {(r.mode, (r.num_workers, r.env_process)): r.env_steps_per_s for r in results if r.num_envs == n}
         cells = []
         for m, w in columns:
             cell = f"{rate[(m, w)]:,.0f}" if (m, w) in rate else "–"
@@ -109,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-workers", type=int, nargs="+", default=[1],
                         help="worker processes stepping the sub-envs (1: in-process); several give side-by-side "
                              "columns with the speed-up over the first")
+    parser.add_argument("--env-process", action="store_true",
+                        help="also run every configuration with the env in a process of its own (EnvProcess)")
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.num_envs) or args.steps < 1 or any(w < 1 for w in args.num_workers):
         parser.error("--num-envs, --steps and --num-workers must be positive")
@@ -116,13 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for n in args.num_envs:
         for mode in args.modes:
-            for workers in args.num_workers:
+            for workers, own_process in [(w, p) for w in args.num_workers for p in (False, True)[:1 + args.env_process]]:
                 if workers > n:
                     continue  # a worker needs at least one sub-env
                 steps = camera_steps if mode == "cameras_every_step" else args.steps
                 results.append(run_one(args.task, n, mode, steps, args.cam_size, args.device, args.chunk,
-                                       num_workers=workers))
-                print(f"  {args.task} N={n:<4} workers={workers:<3} {mode:<20} "
+                                       num_workers=workers, env_process=own_process))
+                print(f"  {args.task} N={n:<4} workers={workers:<3} {('own process, ' if own_process else '') + mode:<33} "
                       f"{results[-1].env_steps_per_s:>10,.0f} env-steps/s ({steps} steps, "
                       f"{results[-1].seconds:.2f} s)", flush=True)
     print(f"\nEmbedded env throughput, env-steps/s ({args.task}, device={args.device}, "
