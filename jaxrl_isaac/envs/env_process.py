@@ -161,12 +161,15 @@ class _Handle:
     def __init__(self, process: mp.process.BaseProcess, conn: mp.connection.Connection, name: str):
         self.process, self.conn, self.name, self.closed = process, conn, name, False
         self.buffers: dict[tuple, torch.Tensor] = {}
+        self.action: torch.Tensor | None = None  # the child's action buffer, written here
 
     def shutdown(self) -> None:
         if self.closed:
             return
         self.closed = True
-        self.buffers = {}  # drop the shared buffers before the child (their producer) exits
+        # Drop our views of the shared buffers before the child (their producer) exits; torch warns about CUDA
+        # tensors still referenced then (a caller may also still hold the last obs).
+        self.buffers, self.action = {}, None
         with contextlib.suppress(OSError, ValueError):
             self.conn.send(("close",))
             if self.conn.poll(30.0):
@@ -202,7 +205,7 @@ class EnvProcess:
         child_end.close()  # only the child holds it now, so its death reads as EOF here
         self._handle = _Handle(process, parent_end, name)
         self._finalizer = weakref.finalize(self, self._handle.shutdown)  # no child outlives the proxy
-        attrs, self._action = self._request(None)
+        attrs, self._handle.action = self._request(None)
         for key, value in attrs.items():
             setattr(self, key, value)
         self.device = torch.device(attrs["device"])
@@ -252,7 +255,9 @@ class EnvProcess:
     def step(self, action: torch.Tensor):
         """``env.step(action)`` in the child, action validated here first; outputs are reused in place."""
         action = validate_action(action, self.num_envs, self.action_dim, self.device)
-        self._action.copy_(action)
+        if self._handle.closed:
+            raise EnvProcessError(f"the {self._handle.name} process is closed")
+        self._handle.action.copy_(action)
         _sync(self.device)
         return self._reply(("step",))
 
