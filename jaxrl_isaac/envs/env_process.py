@@ -14,8 +14,8 @@ device and replies with the tree's structure and its non-tensor leaves. The pare
 step, so the returned tensors are reused in place, exactly as IsaacLab's own buffers are (the contract already
 tells consumers to copy what they keep). A lazy obs group (cameras rendered on read) is read in full in the child.
 
-Failures. An error the env raises in the child is re-raised in the parent if it pickles and is an
-``EnvInputError``/``EnvOutputError``/``ValueError`` (bad input stays a one-line error naming the culprit); anything
+Failures. An error the env raises in the child is re-raised in the parent if it pickles and is a
+``ValueError`` (``EnvInputError``, ``EnvOutputError``: bad input stays a one-line error naming the culprit); anything
 else, and a child that dies, becomes ``EnvProcessError`` with the child's one-line reason, and the child is shut
 down. Actions are validated in the parent, before anything is sent.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import multiprocessing.connection
+import pickle
 import signal
 import weakref
 from collections.abc import Mapping
@@ -33,7 +34,7 @@ from typing import Any, Callable
 import torch
 import torch.multiprocessing  # noqa: F401 - registers torch's tensor reductions for multiprocessing pipes
 
-from jaxrl_isaac.envs.contract import EnvInputError, EnvOutputError, validate_action
+from jaxrl_isaac.envs.contract import validate_action
 
 # Attributes of the child's env mirrored on the parent's proxy (those that exist there).
 MIRRORED_ATTRIBUTES = ("num_envs", "action_dim", "quat_order", "task_description", "task_id", "api_version",
@@ -51,11 +52,11 @@ def describe_error(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
-def _reraisable(err: BaseException) -> BaseException | None:
-    """``err`` if the parent should raise it as is (bad input or output: it names the culprit) and it pickles."""
-    if not isinstance(err, (EnvInputError, EnvOutputError, ValueError)):
+def picklable_value_error(err: BaseException) -> ValueError | None:
+    """``err`` if the parent should raise it as is (a ValueError, e.g. ``EnvInputError``: bad input, named) and it
+    pickles."""
+    if not isinstance(err, ValueError):
         return None
-    import pickle
     try:
         pickle.loads(pickle.dumps(err))
     except Exception:  # noqa: BLE001 - an odd exception type only loses its type, not its message
@@ -123,7 +124,7 @@ def _child_main(conn: mp.connection.Connection, make_env: Callable[[], Any]) -> 
         attrs = {name: getattr(env, name) for name in MIRRORED_ATTRIBUTES if hasattr(env, name)}
         attrs["device"] = str(device)
     except BaseException as err:  # noqa: BLE001 - reported to the parent, which raises it
-        conn.send(("error", describe_error(err), _reraisable(err)))
+        conn.send(("error", describe_error(err), picklable_value_error(err)))
         return
     conn.send(("ok", attrs, action))  # the action buffer is shared with the parent once
     buffers = _ChildBuffers()
@@ -143,7 +144,7 @@ def _child_main(conn: mp.connection.Connection, make_env: Callable[[], Any]) -> 
                 _sync(device)
                 conn.send(("ok", packed, new))
             except Exception as err:  # noqa: BLE001 - the parent raises it; this process stays usable for close
-                conn.send(("error", describe_error(err), _reraisable(err)))
+                conn.send(("error", describe_error(err), picklable_value_error(err)))
     except (EOFError, OSError):  # the parent is gone
         pass
     finally:

@@ -45,7 +45,7 @@ from jaxrl_isaac.envs.contract import CAMERA_KEYS, POLICY_GROUP, EnvInputError, 
 from jaxrl_isaac.envs.embedded import diff_ik, scene, tasks
 from jaxrl_isaac.envs.embedded.franka_env import RESET_OPTION_KEYS, EmbeddedFrankaEnv, check_env_args
 from jaxrl_isaac.envs.embedded.observations import LazyObsGroup
-from jaxrl_isaac.envs.env_process import describe_error
+from jaxrl_isaac.envs.env_process import describe_error, picklable_value_error
 
 WORKER_SEED_STRIDE = 1000003  # worker k's seed = seed + WORKER_SEED_STRIDE * k
 _OPTION_SIZES = {"joint_pos": 9, "cube_positions": 9, "cube_orientations": 12, "target_pos": 3}
@@ -194,17 +194,6 @@ class _Worker:
         np.copyto(self.views["episode_length_buf"], self.env.episode_length_buf.numpy())
 
 
-def _picklable_value_error(err: Exception) -> ValueError | None:
-    """``err`` if the parent should re-raise it as is (a ValueError: bad constructor input) and it pickles."""
-    if not isinstance(err, ValueError):
-        return None
-    try:
-        pickle.loads(pickle.dumps(err))
-    except Exception:  # noqa: BLE001 - an odd exception type only loses its type, not its message
-        return None
-    return err
-
-
 def _worker_main(conn: mp.connection.Connection, env_kwargs: dict[str, Any]) -> None:
     """Entry point of a worker process: build the shard's env, report its obs spec, then serve commands."""
     # Ctrl-C reaches the whole process group; the parent handles it and shuts the workers down (no K tracebacks).
@@ -213,7 +202,7 @@ def _worker_main(conn: mp.connection.Connection, env_kwargs: dict[str, Any]) -> 
     try:
         worker = _Worker(conn, env_kwargs)
     except Exception as err:  # noqa: BLE001 - reported to the parent, which re-raises it
-        conn.send(("error", describe_error(err), _picklable_value_error(err)))
+        conn.send(("error", describe_error(err), picklable_value_error(err)))
         return
     conn.send(("ok", worker.obs_spec()))
     worker.serve()
