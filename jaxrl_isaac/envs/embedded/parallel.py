@@ -30,7 +30,6 @@ import mmap
 import multiprocessing as mp
 import multiprocessing.connection
 import os
-import pickle
 import signal
 import tempfile
 import traceback
