@@ -132,7 +132,7 @@ def main() -> int:
     (out / "sweep.json").write_text(json.dumps(rows, indent=1))
     for row in rows:
         print(json.dumps(row))
-    subprocess.run(["tar", "czf", str(out / "sweep_metrics.tgz"), *[str(p.relative_to(work)) for p in
+    subprocess.run(["tar", "czf", str((out / "sweep_metrics.tgz").resolve()), *[str(p.relative_to(work)) for p in
                                                                     work.glob("*/metrics.jsonl")]], cwd=work)
     return 0
 

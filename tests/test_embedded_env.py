@@ -190,6 +190,22 @@ def test_cameras_render_only_when_read_and_show_the_cubes():
         stale["policy"]["wrist_cam"]
 
 
+def test_small_cameras_get_coarser_primitives_that_draw_nearly_the_same_pixels():
+    import mujoco
+    small = mujoco.MjModel.from_xml_string(scene.build_mjcf(scene.SceneConfig((32, 32), (32, 32))))
+    large = mujoco.MjModel.from_xml_string(scene.build_mjcf(scene.SceneConfig((200, 200), (96, 96))))
+    assert (small.vis.quality.numslices, small.vis.quality.numstacks) == (12, 6)
+    assert (large.vis.quality.numslices, large.vis.quality.numstacks) == (28, 16)  # MuJoCo's defaults
+    env = make(tasks.STACK_ID, num_envs=3, table_cam=(32, 32), wrist_cam=(32, 32))
+    obs, _ = env.reset(seed=0)
+    coarse = {key: obs["policy"][key].numpy().astype(int) for key in CAMERA_KEYS}
+    env.model.vis.quality.numslices, env.model.vis.quality.numstacks = 28, 16
+    fine_renderer = type(env._renderer)(env.model, {key: (32, 32) for key in CAMERA_KEYS})
+    for key in CAMERA_KEYS:
+        diff = np.abs(coarse[key] - fine_renderer.render(key, env._datas).astype(int))
+        assert diff.mean() < 0.5 and np.quantile(diff, 0.99) <= 8, key  # levels of 255
+
+
 def test_reach_marker_is_visible():
     env = make(tasks.REACH_ID, num_envs=1)
     obs, _ = env.reset(seed=0, options={"target_pos": [0.5, -0.2, 0.15]})

@@ -117,6 +117,9 @@ def _arm_body_geoms(rgba_light: str, rgba_dark: str) -> dict[str, str]:
     }
 
 
+COARSE_TESSELLATION_MAX_SIDE = 64  # px: cameras up to this size get coarser primitives (see build_mjcf)
+
+
 def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
     """The whole scene as an MJCF string (robot, table, floor, cubes, cameras, optional reach marker)."""
     (th, tw), (wh, ww) = config.table_cam_hw, config.wrist_cam_hw
@@ -124,6 +127,10 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
         if h <= 0 or w <= 0:
             raise ValueError(f"{name} size must be positive (height, width), got {(h, w)}")
     offwidth, offheight = max(tw, ww, 64), max(th, wh, 64)
+    # How finely capsules, cylinders and spheres are tessellated: MuJoCo's default (28 slices x 16 stacks) costs a
+    # software (OSMesa) frame ~1.1 ms whatever its size; for images up to 64 px a side, 12 x 6 draws the same
+    # pixels within a few levels (mean |diff| 0.1 of 255 at 32 px) at ~0.7 ms per frame.
+    slices, stacks = (12, 6) if max(th, tw, wh, ww) <= COARSE_TESSELLATION_MAX_SIDE else (28, 16)
     geoms = _arm_body_geoms("0.92 0.92 0.93 1", "0.25 0.25 0.25 1")
     half = CUBE_EDGE / 2.0
     x0, x1, y0, y1 = TABLE_EXTENT
@@ -165,7 +172,7 @@ def build_mjcf(config: SceneConfig = SceneConfig()) -> str:
   <size memory="1M"/>
   <visual>
     <global offwidth="{offwidth}" offheight="{offheight}"/>
-    <quality shadowsize="0" offsamples="0"/>
+    <quality shadowsize="0" offsamples="0" numslices="{slices}" numstacks="{stacks}"/>
     <headlight ambient="0.3 0.3 0.3" diffuse="0.4 0.4 0.4" specular="0.1 0.1 0.1"/>
   </visual>
   <asset>
