@@ -271,7 +271,9 @@ def jax_to_torch_on(a: jax.Array, device: torch.device | str, *, name: str = "ar
     """
     device = torch.device(device)
     if device.type == "cpu" and any(d.platform != "cpu" for d in a.devices()):
-        return torch.from_numpy(np.asarray(a))
+        # np.asarray of a device array is a read-only host view, which torch warns about; the actions are small,
+        # so a writable copy costs nothing and the simulator may write into them.
+        return torch.from_numpy(np.array(a))
     return jax_to_torch(a, name=name).to(device)
 
 
