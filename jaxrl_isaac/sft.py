@@ -681,10 +681,11 @@ def max_episode_steps_for_stats(task_id: str) -> int:
 def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: str = "tiny", steps: int,
                          episodes: int, batch_size: int, lr: float, cam: int, seed: int = 0,
                          embodiment_tag: str = DEFAULT_EMBODIMENT_TAG, num_envs: int = 16, augment: bool = True,
-                         tokenizer: str = "words", log: Callable[[str], None] = print) -> pathlib.Path:
+                         tokenizer: str = "words", log: Callable[[str], None] = print,
+                         reuse_from: Sequence[str | os.PathLike] = ()) -> pathlib.Path:
     """``python -m jaxrl_isaac.sft`` with these arguments into ``out`` from a random ``architecture``, unless ``out``
-    already holds the result of the same arguments; ``steps=0`` is the random init with its normalisation statistics
-    (RL from scratch). Returns ``out/global_step_<steps>``."""
+    or one of the ``reuse_from`` dirs (read only) already holds the result of the same arguments; ``steps=0`` is the
+    random init with its normalisation statistics (RL from scratch). Returns the ``global_step_<steps>`` dir."""
     from gr00t_port.convert import STEP_PREFIX
 
     out = pathlib.Path(out)
@@ -695,10 +696,13 @@ def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: 
               "--log-interval", str(max(steps // 10, 1)), "--tiny-tokenizer", tokenizer,
               *([] if augment else ["--no-augment"])]
     argv = [*recipe, "--out", str(out)]
-    step_dir, recipe_file = out / f"{STEP_PREFIX}_{steps}", out / "bootstrap.json"
-    if step_dir.is_dir() and recipe_file.is_file() and _without_out(json.loads(recipe_file.read_text())) == recipe:
-        log(f"reusing the bootstrap SFT checkpoint {step_dir}")
-        return step_dir
+    for where in (out, *map(pathlib.Path, reuse_from)):
+        step_dir, recipe_file = where / f"{STEP_PREFIX}_{steps}", where / "bootstrap.json"
+        if step_dir.is_dir() and recipe_file.is_file():
+            if _without_out(json.loads(recipe_file.read_text())) == recipe:
+                log(f"reusing the bootstrap SFT checkpoint {step_dir}")
+                return step_dir
+    recipe_file = out / "bootstrap.json"
     log(f"bootstrap: a random {architecture} GR00T, then {steps} SFT steps on {episodes} expert episodes "
         f"(python -m jaxrl_isaac.sft {' '.join(argv)})")
     step_dir = run(build_parser().parse_args(argv), log=log)

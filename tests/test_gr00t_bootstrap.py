@@ -101,6 +101,13 @@ def test_sft_bootstrap_runs_once_and_is_reused(tmp_path, caplog):
     with caplog.at_level("INFO"):
         assert train.main([*args[:2], f"runner.logger.log_path={other}", *args[3:], "runner.max_epochs=1"]) == 0
     assert f"reusing the bootstrap SFT checkpoint {other / 'bootstrap'}" in caplog.text
+    # Eval of a run's checkpoint into another log dir reuses that run's bootstrap (read only) instead of redoing it.
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert eval_cli.main([*args[:2], f"runner.logger.log_path={tmp_path / 'eval'}", *args[3:], *EVAL_SMALL,
+                              f"runner.ckpt_path={log / 'checkpoints' / 'global_step_2'}"]) == 0
+    assert f"reusing the bootstrap SFT checkpoint {step_dir}" in caplog.text
+    assert not (tmp_path / "eval" / "bootstrap").exists()
 
 
 def test_bootstrap_config_errors(tmp_path, capsys):

@@ -646,12 +646,26 @@ def bootstrap_checkpoint_for(cfg: Any, split: str = "train") -> Path:
     if (table.height, table.width) != (wrist.height, wrist.width) or table.height != table.width:
         raise ValueError(f"actor.model.bootstrap needs equal square cameras, env.{split}.init_params has table_cam "
                          f"{table.height}x{table.width} and wrist_cam {wrist.height}x{wrist.width}")
+    # A run started from (or continuing) another run's checkpoint can reuse that run's bootstrap, read only: eval of
+    # logs/RUN/checkpoints with another log_path then skips minutes of SFT that would give the same weights.
+    reuse_from = [run / "bootstrap" for run in map(_run_dir_of, (cfg.runner.ckpt_path, cfg.runner.resume_dir))
+                  if run is not None]
     return sft.bootstrap_checkpoint(env_cfg.init_params.id, Path(cfg.runner.logger.log_path) / "bootstrap",
                                     architecture=boot.architecture, steps=boot.sft_steps, episodes=boot.sft_episodes,
                                     batch_size=boot.sft_batch_size, lr=boot.sft_lr, cam=table.height,
                                     seed=cfg.actor.seed, embodiment_tag=m.embodiment_tag,
                                     augment=boot.sft_augment, tokenizer=boot.tokenizer,
-                                    log=logging.getLogger(__name__).info)
+                                    log=logging.getLogger(__name__).info, reuse_from=reuse_from)
+
+
+def _run_dir_of(checkpoint: str | None) -> Path | None:
+    """The run's log dir of ``<log_path>/checkpoints[/global_step_N]``; None for other paths."""
+    if not checkpoint:
+        return None
+    path = Path(checkpoint)
+    if path.name.startswith("global_step_"):
+        path = path.parent
+    return path.parent if path.name == "checkpoints" else None
 
 
 def read_converted_assets(path: str | os.PathLike) -> tuple[Path, dict]:
