@@ -341,6 +341,16 @@ def test_bench_prints_a_markdown_table(capsys):
     assert "| num_envs | no cameras |" in out and "\n| 2 | " in out
 
 
+def test_render_bench_splits_a_frame_and_tiles_the_same_pixels(capsys):
+    from jaxrl_isaac.bench import render as bench_render
+    result = bench_render.measure("Embedded-Reach-Franka-IK-Rel-v0", num_envs=20, cam_size=32, camera="wrist_cam",
+                                  repeats=1)
+    assert all(result[k] > 0 for k in ("mjr_render", "per_frame_total", "tiled_total"))
+    assert result["tiled_mean_abs_diff"] < 0.01  # 20 tiles of 32 px wrap into a second row of the buffer
+    bench_render.main(["--num-envs", "2", "--cam-size", "32", "--repeats", "1"])
+    assert "| 2 | 32 | " in capsys.readouterr().out
+
+
 def test_importing_triton_after_osmesa_rendering_does_not_crash():
     """OSMesa and triton each bring an LLVM; triton imported after an OSMesa context used to segfault the process
     (transformers imports it through torch._dynamo). The package preloads triton; check it in a fresh process."""

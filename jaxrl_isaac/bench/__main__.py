@@ -1,5 +1,7 @@
-"""``python -m jaxrl_isaac.bench SUITE [args]``: SUITE is ``env`` (simulator throughput), ``gr00t`` (GR00T N1.5 get_action latency, Flax vs PyTorch) or ``bridge``
-(torch<->JAX DLPack cost). Each suite prints a Markdown table; results and commands live in BENCHMARKS.md."""
+"""``python -m jaxrl_isaac.bench SUITE [args]``: SUITE is ``env`` (simulator throughput), ``render`` (where a camera
+frame's time goes), ``gr00t`` (GR00T N1.5 get_action latency, Flax vs PyTorch), ``bridge`` (torch<->JAX DLPack cost)
+or ``experts`` (scripted-expert success). Each suite prints a Markdown table; results and commands live in
+BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import importlib
 import sys
 
 SUITES = {"env": "jaxrl_isaac.bench.env", "bridge": "jaxrl_isaac.bench.bridge", "gr00t": "jaxrl_isaac.bench.gr00t",
-          "experts": "jaxrl_isaac.bench.experts"}
+          "experts": "jaxrl_isaac.bench.experts", "render": "jaxrl_isaac.bench.render"}
 
 
 def main(argv: list[str] | None = None) -> int:
