@@ -5,6 +5,7 @@
 #
 #   bash benchmarks/h100_stack_cube.sh sft                       # SFT starts (SFT_STEPS), eval of each; with
 #                                                                # THEN_PPO_UNTIL=T, PPO from the best until T s
+#                                                                # (skipped if under THEN_PPO_MIN=300 s are left)
 #   bash benchmarks/h100_stack_cube.sh profile BOOT [CHUNKS]     # rendering throughput; 2 short PPO steps' timings
 #   bash benchmarks/h100_stack_cube.sh rl  BOOT SECONDS          # PPO, then GRPO, from BOOT (SECONDS each;
 #                                                                # RUNS="ppo" for one; PPO_ARGS: extra overrides)
@@ -105,6 +106,13 @@ print(best[1] if best else "")
 PY
 )
       pack "sft_${best:-${list##* }}" "sft_${best:-${list##* }}"
+      left=$((THEN_PPO_UNTIL - SECONDS))
+      # Under ~10 PPO steps' time (THEN_PPO_MIN s) no checkpoint would be written: skip, and leave the call's
+      # remaining device time to a separate rl call (2026-12-04: about a minute of PPO that saved nothing).
+      if [ -n "$best" ] && [ "$left" -lt "${THEN_PPO_MIN:-300}" ]; then
+        echo "PPO skipped: ${left} s left before THEN_PPO_UNTIL, under THEN_PPO_MIN=${THEN_PPO_MIN:-300}"; best=
+        skipped=1
+      fi
       if [ -n "$best" ]; then
         echo "PPO from sft_$best"
         export XLA_PYTHON_CLIENT_MEM_FRACTION=0.6
@@ -114,7 +122,7 @@ PY
         last=$(ls -d $G/ppo/checkpoints/global_step_* | sort -t_ -k3 -n | tail -1)
         pack ppo "ppo/checkpoints/$(basename "$last")"
         cp "$G/ppo/metrics.jsonl" "$OUT/ppo_metrics.jsonl"
-      else
+      elif [ -z "${skipped:-}" ]; then
         echo "no SFT start in [0.3, 0.7]"
       fi
     fi
