@@ -698,15 +698,13 @@ def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: 
     argv = [*recipe, "--out", str(out)]
     for where in (out, *map(pathlib.Path, reuse_from)):
         step_dir, recipe_file = where / f"{STEP_PREFIX}_{steps}", where / "bootstrap.json"
-        if step_dir.is_dir() and recipe_file.is_file():
-            if _without_out(json.loads(recipe_file.read_text())) == recipe:
-                log(f"reusing the bootstrap SFT checkpoint {step_dir}")
-                return step_dir
-    recipe_file = out / "bootstrap.json"
+        if step_dir.is_dir() and recipe_file.is_file() and _without_out(json.loads(recipe_file.read_text())) == recipe:
+            log(f"reusing the bootstrap SFT checkpoint {step_dir}")
+            return step_dir
     log(f"bootstrap: a random {architecture} GR00T, then {steps} SFT steps on {episodes} expert episodes "
         f"(python -m jaxrl_isaac.sft {' '.join(argv)})")
     step_dir = run(build_parser().parse_args(argv), log=log)
-    recipe_file.write_text(json.dumps(recipe))
+    (out / "bootstrap.json").write_text(json.dumps(recipe))
     return step_dir
 
 

@@ -660,10 +660,12 @@ def bootstrap_checkpoint_for(cfg: Any, split: str = "train") -> Path:
 
 def _run_dir_of(checkpoint: str | None) -> Path | None:
     """The run's log dir of ``<log_path>/checkpoints[/global_step_N]``; None for other paths."""
+    from jaxrl_isaac.checkpoints import STEP_PREFIX
+
     if not checkpoint:
         return None
     path = Path(checkpoint)
-    if path.name.startswith("global_step_"):
+    if path.name.startswith(f"{STEP_PREFIX}_"):
         path = path.parent
     return path.parent if path.name == "checkpoints" else None
 
