@@ -697,8 +697,8 @@ def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: 
               *([] if augment else ["--no-augment"])]
     argv = [*recipe, "--out", str(out)]
     for where in (out, *map(pathlib.Path, reuse_from)):
-        step_dir, recipe_file = where / f"{STEP_PREFIX}_{steps}", where / "bootstrap.json"
-        if step_dir.is_dir() and recipe_file.is_file() and _without_out(json.loads(recipe_file.read_text())) == recipe:
+        step_dir = where / f"{STEP_PREFIX}_{steps}"
+        if step_dir.is_dir() and _recorded_recipe(where / "bootstrap.json", log) == recipe:
             log(f"reusing the bootstrap SFT checkpoint {step_dir}")
             return step_dir
     log(f"bootstrap: a random {architecture} GR00T, then {steps} SFT steps on {episodes} expert episodes "
@@ -706,6 +706,22 @@ def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: 
     step_dir = run(build_parser().parse_args(argv), log=log)
     (out / "bootstrap.json").write_text(json.dumps(recipe))
     return step_dir
+
+
+def _recorded_recipe(path: pathlib.Path, log: Callable[[str], None]) -> list[str] | None:
+    """The recipe a bootstrap dir was made with (without ``--out``); None if there is none or it is unreadable (a
+    half-written or edited file then means "rebuild", with one line saying why, instead of a traceback)."""
+    if not path.is_file():
+        return None
+    try:
+        recipe = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log(f"ignoring the unreadable bootstrap recipe {path} ({type(err).__name__})")
+        return None
+    if not isinstance(recipe, list) or not all(isinstance(a, str) for a in recipe):
+        log(f"ignoring the bootstrap recipe {path}: not a list of arguments")
+        return None
+    return _without_out(recipe)
 
 
 def _without_out(argv: list[str]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pathlib
 
 import jax
 import numpy as np
@@ -219,3 +220,33 @@ def test_the_cli_asks_xla_for_deterministic_gpu_ops_before_jax_starts(tmp_path, 
     flags = os.environ["XLA_FLAGS"]
     assert flags.startswith("--xla_dump_to=/tmp/nowhere")
     assert ("--xla_gpu_deterministic_ops=true" in flags) == deterministic
+
+
+def test_bootstrap_reuses_a_matching_dir_and_skips_unreadable_recipes(tmp_path, monkeypatch):
+    """Which dir ``bootstrap_checkpoint`` reuses: its own ``out`` first, then ``reuse_from`` in order, each only with
+    the same recipe; a corrupt recipe is skipped with one line, never a traceback. (SFT itself is faked here.)"""
+    built = []
+
+    def fake_run(args, log):
+        step_dir = pathlib.Path(args.out) / f"global_step_{args.steps}"
+        step_dir.mkdir(parents=True)
+        built.append(args.out)
+        return step_dir
+
+    monkeypatch.setattr(sft, "run", fake_run)
+    kw = dict(steps=3, episodes=2, batch_size=4, lr=1e-3, cam=32)
+    task = "Embedded-Reach-Franka-IK-Rel-v0"
+    made = sft.bootstrap_checkpoint(task, tmp_path / "a", **kw, log=lambda m: None)
+    assert made == tmp_path / "a" / "global_step_3" and len(built) == 1
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "global_step_3").mkdir(parents=True)
+    (corrupt / "bootstrap.json").write_text('["--task", ')
+    lines = []
+    got = sft.bootstrap_checkpoint(task, tmp_path / "b", **kw, log=lines.append, reuse_from=[corrupt, tmp_path / "a"])
+    assert got == made and len(built) == 1 and not (tmp_path / "b").exists()
+    assert any(f"ignoring the unreadable bootstrap recipe {corrupt / 'bootstrap.json'}" in line for line in lines)
+    # Another recipe (more steps) does not match: it is built in out.
+    other = sft.bootstrap_checkpoint(task, tmp_path / "b", **{**kw, "steps": 4}, log=lambda m: None,
+                                     reuse_from=[tmp_path / "a"])
+    assert other == tmp_path / "b" / "global_step_4" and len(built) == 2
+
