@@ -118,10 +118,12 @@ def check_task(task_id: str) -> None:
 def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_horizon: int = 16,
                   cam: int | tuple[int, int] = 64,
                   seed: int = 0, max_episode_steps: int = 600, max_failed: int | None = None,
-                  num_workers: int = 1, log: Callable[[str], None] = print) -> tuple[Demos, CollectionReport]:
+                  num_workers: int = 1, tiled_rendering: bool = False,
+                  log: Callable[[str], None] = print) -> tuple[Demos, CollectionReport]:
     """Runs the scripted expert until ``num_episodes`` successful episodes are recorded (extra episodes that finish
     in the same step are kept too, then trimmed to exactly ``num_episodes``). ``num_workers`` > 1 steps and renders
-    the sub-envs in that many processes (``ParallelFrankaEnv``; the episodes then differ from one worker's).
+    the sub-envs in that many processes (``ParallelFrankaEnv``; the episodes then differ from one worker's);
+    ``tiled_rendering`` renders the cameras as the RL env does with ``init_params.tiled_rendering``.
 
     Raises RuntimeError when more than ``max_failed`` (default: max(10, num_episodes)) episodes fail.
     """
@@ -135,7 +137,8 @@ def collect_demos(task_id: str, num_episodes: int, num_envs: int, *, action_hori
 
     max_failed = max(10, num_episodes) if max_failed is None else max_failed
     env = embedded.make(task_id, num_envs=num_envs, seed=seed, table_cam=cam_hw, wrist_cam=cam_hw,
-                        max_episode_steps=max_episode_steps, num_workers=num_workers)
+                        max_episode_steps=max_episode_steps, num_workers=num_workers,
+                        **({"tiled_rendering": True} if tiled_rendering else {}))
     try:
         expert = embedded.make_expert(task_id, env)
         instruction = env.task_description
@@ -681,7 +684,8 @@ def max_episode_steps_for_stats(task_id: str) -> int:
 def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: str = "tiny", steps: int,
                          episodes: int, batch_size: int, lr: float, cam: int, seed: int = 0,
                          embodiment_tag: str = DEFAULT_EMBODIMENT_TAG, num_envs: int = 16, augment: bool = True,
-                         tokenizer: str = "words", log: Callable[[str], None] = print,
+                         tokenizer: str = "words", tiled_rendering: bool = False,
+                         log: Callable[[str], None] = print,
                          reuse_from: Sequence[str | os.PathLike] = ()) -> pathlib.Path:
     """``python -m jaxrl_isaac.sft`` with these arguments into ``out`` from a random ``architecture``, unless ``out``
     or one of the ``reuse_from`` dirs (read only) already holds the result of the same arguments; ``steps=0`` is the
@@ -694,7 +698,7 @@ def bootstrap_checkpoint(task_id: str, out: str | os.PathLike, *, architecture: 
               "--model-config", architecture, "--steps", str(steps), "--batch-size", str(batch_size), "--lr", str(lr),
               "--cam", str(cam), "--seed", str(seed), "--embodiment-tag", embodiment_tag,
               "--log-interval", str(max(steps // 10, 1)), "--tiny-tokenizer", tokenizer,
-              *([] if augment else ["--no-augment"])]
+              *([] if augment else ["--no-augment"]), *(["--tiled-rendering"] if tiled_rendering else [])]
     argv = [*recipe, "--out", str(out)]
     for where in (out, *map(pathlib.Path, reuse_from)):
         step_dir = where / f"{STEP_PREFIX}_{steps}"
@@ -752,6 +756,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=_positive_int, default=8, help="parallel sub-envs while collecting")
     p.add_argument("--num-workers", type=_positive_int, default=1,
                    help="simulator processes sharing --num-envs while collecting (contiguous shares)")
+    p.add_argument("--tiled-rendering", action="store_true",
+                   help="render the demos' cameras as tiles of one buffer (env.*.init_params.tiled_rendering)")
     p.add_argument("--out", required=True, help="output directory; the checkpoint goes to OUT/global_step_<steps>")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--model-config", choices=MODEL_ARCHITECTURES, default=None,
@@ -826,6 +832,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> pathlib
         log(f"random {args.model_config or 'tiny'} GR00T (no --init)")
 
     demos, report = collect_demos(args.task, args.episodes, args.num_envs, num_workers=args.num_workers,
+                                  tiled_rendering=args.tiled_rendering,
                                   action_horizon=args.action_horizon,
                                   cam=args.cam, seed=args.seed, log=log)
     explored = None

@@ -394,6 +394,14 @@ def test_env_num_workers_rules():
     assert load_config(DEFAULT, overrides=["env.train.num_workers=4"]).env.train.num_workers == 4
 
 
+def test_tiled_rendering_is_embedded_only_and_eval_follows_train():
+    cfg = load_config(DEFAULT, overrides=["env.train.init_params.tiled_rendering=true"])
+    assert cfg.env.train.init_params.tiled_rendering and cfg.env.eval.init_params.tiled_rendering
+    assert not load_config(DEFAULT).env.train.init_params.tiled_rendering
+    assert "env.train.init_params.tiled_rendering is for the embedded simulator" in error_of(
+        "env.train.init_params.tiled_rendering=true", name="isaaclab_franka_stack_cube_ppo_gr00t")
+
+
 # ------------------------------------------------------------------------------------------------------------ CLI
 
 

@@ -206,6 +206,35 @@ def test_small_cameras_get_coarser_primitives_that_draw_nearly_the_same_pixels()
         assert diff.mean() < 0.5 and np.quantile(diff, 0.99) <= 8, key  # levels of 255
 
 
+def test_tiled_rendering_draws_the_per_frame_pixels_in_every_tile_and_pass(monkeypatch):
+    """Tiles of one buffer (init_params.tiled_rendering) against one frame per sub-env: the same images up to a lone
+    edge pixel the rasterizer rounds differently at a tile's offset, in every tile position and in a second pass."""
+    from jaxrl_isaac.envs.embedded import rendering
+    assert rendering.tile_grid(64, (32, 32)) == (1, 64)
+    assert rendering.tile_grid(100, (200, 200)) == (10, 10)  # 10 x 10 tiles of 200 px fit 2048: a second pass
+    assert rendering.tile_grid(3, (32, 48)) == (1, 3)
+    with pytest.raises(ValueError, match="does not fit"):
+        rendering.tile_grid(1, (4096, 32))
+    monkeypatch.setattr(rendering, "MAX_TILED_BUFFER", 96)  # 3 x 3 tiles of 32 px: 11 sub-envs need 2 passes
+    actions = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (4, 11, 7)).astype(np.float32))
+    images = {}
+    for tiled in (False, True):
+        env = make(tasks.STACK_ID, num_envs=11, seed=3, table_cam=(32, 32), wrist_cam=(32, 32),
+                   tiled_rendering=tiled)
+        obs, _ = env.reset(seed=3)
+        for action in actions:
+            obs, *_ = env.step(action)
+        images[tiled] = {key: obs["policy"][key].numpy().astype(int) for key in CAMERA_KEYS}
+        assert env.render_count == 22
+        env.close()
+    for key in CAMERA_KEYS:
+        differ = np.abs(images[True][key] - images[False][key]).max(axis=-1) > 0  # (N, H, W)
+        assert differ.mean() < 1e-3 and differ.sum(axis=(1, 2)).max() <= 2, key
+        assert images[True][key].std(axis=0).mean() > 1.0, key  # the sub-envs' images differ: not one tile copied
+    with pytest.raises(ValueError, match="tiled_rendering must be a bool"):
+        make(tasks.STACK_ID, num_envs=1, tiled_rendering="yes")
+
+
 def test_reach_marker_is_visible():
     env = make(tasks.REACH_ID, num_envs=1)
     obs, _ = env.reset(seed=0, options={"target_pos": [0.5, -0.2, 0.15]})
@@ -339,6 +368,9 @@ def test_bench_prints_a_markdown_table(capsys):
     bench_env.main(["--num-envs", "2", "--steps", "3", "--camera-steps", "2", "--cam-size", "32", "--chunk", "2"])
     out = capsys.readouterr().out
     assert "| num_envs | no cameras |" in out and "\n| 2 | " in out
+    bench_env.main(["--num-envs", "2", "--steps", "2", "--cam-size", "16", "--chunk", "1", "--modes",
+                    "cameras_every_chunk", "--rendering", "per_frame", "tiled"])
+    assert "every 1 steps, 1 worker, tiled |" in capsys.readouterr().out
 
 
 def test_render_bench_splits_a_frame_and_tiles_the_same_pixels(capsys):

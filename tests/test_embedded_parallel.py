@@ -91,6 +91,27 @@ def test_one_worker_equals_the_single_process_env():
         par.close()
 
 
+def test_tiled_rendering_in_workers_equals_the_single_process_env_with_one_worker():
+    """Each worker tiles its own shard: with one worker the images equal the in-process tiled env's exactly."""
+    kwargs = dict(num_envs=3, seed=5, table_cam=(16, 16), wrist_cam=(16, 16), tiled_rendering=True)
+    single = embedded.make(tasks.STACK_ID, **kwargs)
+    par = ParallelFrankaEnv(tasks.STACK_ID, num_workers=1, **kwargs)
+    two = ParallelFrankaEnv(tasks.STACK_ID, num_workers=3, **kwargs)
+    try:
+        for env in (single, par, two):
+            env.reset(seed=2)
+        for action in random_actions(3, 3, seed=4):
+            a, b, c = single.step(action)[0]["policy"], par.step(action)[0]["policy"], two.step(action)[0]["policy"]
+        for cam in CAMERA_KEYS:
+            assert torch.equal(a[cam], b[cam]), cam
+            assert c[cam].shape == a[cam].shape and c[cam].float().std() > 1.0, cam
+        with pytest.raises(ValueError, match="tiled_rendering must be a bool"):
+            ParallelFrankaEnv(tasks.STACK_ID, num_workers=1, num_envs=1, tiled_rendering=1)
+    finally:
+        for env in (single, par, two):
+            env.close()
+
+
 def test_make_picks_the_class_and_checks_num_workers():
     single = make(num_envs=2, num_workers=1)
     assert type(single) is embedded.EmbeddedFrankaEnv

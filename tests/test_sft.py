@@ -225,12 +225,13 @@ def test_the_cli_asks_xla_for_deterministic_gpu_ops_before_jax_starts(tmp_path, 
 def test_bootstrap_reuses_a_matching_dir_and_skips_unreadable_recipes(tmp_path, monkeypatch):
     """Which dir ``bootstrap_checkpoint`` reuses: its own ``out`` first, then ``reuse_from`` in order, each only with
     the same recipe; a corrupt recipe is skipped with one line, never a traceback. (SFT itself is faked here.)"""
-    built = []
+    built, tiled = [], []
 
     def fake_run(args, log):
         step_dir = pathlib.Path(args.out) / f"global_step_{args.steps}"
         step_dir.mkdir(parents=True)
         built.append(args.out)
+        tiled.append(args.tiled_rendering)
         return step_dir
 
     monkeypatch.setattr(sft, "run", fake_run)
@@ -249,4 +250,9 @@ def test_bootstrap_reuses_a_matching_dir_and_skips_unreadable_recipes(tmp_path, 
     other = sft.bootstrap_checkpoint(task, tmp_path / "b", **{**kw, "steps": 4}, log=lambda m: None,
                                      reuse_from=[tmp_path / "a"])
     assert other == tmp_path / "b" / "global_step_4" and len(built) == 2
+    # Tiled rendering is part of the recipe (the demos' images differ in a few pixels): built anew, and tiled.
+    sft.bootstrap_checkpoint(task, tmp_path / "c", **kw, tiled_rendering=True, log=lambda m: None,
+                             reuse_from=[tmp_path / "a"])
+    assert len(built) == 3 and tiled == [False, False, True]
+    assert "--tiled-rendering" in json.loads((tmp_path / "c" / "bootstrap.json").read_text())
 

@@ -5,6 +5,7 @@ without cameras, with both cameras read every step, and with both read once per 
     python -m jaxrl_isaac.bench env --num-envs 64 --modes no_cameras --num-workers 1 8  # processes side by side
     python -m jaxrl_isaac.bench env --num-envs 64 --modes cameras_every_step --env-process  # + the env in its own
                                                                                              # process (EnvProcess)
+    python -m jaxrl_isaac.bench env --num-envs 64 --modes cameras_every_chunk --rendering per_frame tiled
 
 With ``--env-process`` every configuration also runs behind ``EnvProcess`` (the env in a spawned process, outputs
 through shared buffers: how an IsaacLab eval env runs beside the train env), which reads every obs term, cameras
@@ -40,6 +41,11 @@ class BenchResult:
     seconds: float
     num_workers: int = 1
     env_process: bool = False
+    tiled: bool = False  # cameras rendered as tiles of one buffer (init_params.tiled_rendering)
+
+    @property
+    def variant(self) -> tuple[int, bool, bool]:
+        return self.num_workers, self.env_process, self.tiled
 
     @property
     def env_steps_per_s(self) -> float:
@@ -55,11 +61,12 @@ def _actions(num_envs: int, steps: int, seed: int) -> torch.Tensor:
 
 
 def run_one(task_id: str, num_envs: int, mode: str, steps: int, cam_size: int, device: str, chunk: int,
-            warmup: int = 5, num_workers: int = 1, env_process: bool = False) -> BenchResult:
+            warmup: int = 5, num_workers: int = 1, env_process: bool = False, tiled: bool = False) -> BenchResult:
     """Time ``steps`` env steps of one configuration (after ``warmup`` untimed steps; worker start-up untimed)."""
     make = functools.partial(embedded.make, task_id, num_envs=num_envs, device=device, seed=0,
                              table_cam=(cam_size, cam_size), wrist_cam=(cam_size, cam_size),
-                             max_episode_steps=10 ** 6, num_workers=num_workers)
+                             max_episode_steps=10 ** 6, num_workers=num_workers,
+                             **({"tiled_rendering": True} if tiled else {}))
     env = EnvProcess(make, name="bench env") if env_process else make()
     try:
         actions = _actions(num_envs, steps + warmup, seed=0).to(device)
@@ -76,22 +83,22 @@ def run_one(task_id: str, num_envs: int, mode: str, steps: int, cam_size: int, d
             obs, *_ = env.step(actions[t])
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        return BenchResult(num_envs, mode, steps, time.perf_counter() - start, num_workers, env_process)
+        return BenchResult(num_envs, mode, steps, time.perf_counter() - start, num_workers, env_process, tiled)
     finally:
         env.close()
 
 
 def format_table(results: list[BenchResult], cam_size: int, chunk: int) -> str:
-    """Rows: num_envs; columns: modes, each split by (num_workers, own process) variant (with its speed-up over the
-    first variant) when several were run."""
+    """Rows: num_envs; columns: modes, each split by (num_workers, own process, tiled) variant (with its speed-up
+    over the first variant) when several were run."""
     headers = {"no_cameras": "no cameras", "cameras_every_step": f"2 cams {cam_size}² every step",
                "cameras_every_chunk": f"2 cams {cam_size}² every {chunk} steps"}
     modes = [m for m in MODES if any(r.mode == m for r in results)]
-    workers = sorted({(r.num_workers, r.env_process) for r in results})
+    workers = sorted({r.variant for r in results})
     columns = [(m, w) for m in modes for w in workers]
 
-    def variant(w: tuple[int, bool]) -> str:
-        return f"{w[0]} worker{'s' * (w[0] > 1)}" + (", own process" if w[1] else "")
+    def variant(w: tuple[int, bool, bool]) -> str:
+        return f"{w[0]} worker{'s' * (w[0] > 1)}" + (", own process" if w[1] else "") + (", tiled" if w[2] else "")
 
     if len(workers) == 1:
         titles = [headers[m] for m in modes]
@@ -99,7 +106,7 @@ def format_table(results: list[BenchResult], cam_size: int, chunk: int) -> str:
         titles = [f"{headers[m]}, {variant(w)}" for m, w in columns]
     lines = ["| num_envs | " + " | ".join(titles) + " |", "|---:|" + "---:|" * len(columns)]
     for n in sorted({r.num_envs for r in results}):
-        rate = {(r.mode, (r.num_workers, r.env_process)): r.env_steps_per_s for r in results if r.num_envs == n}
+        rate = {(r.mode, r.variant): r.env_steps_per_s for r in results if r.num_envs == n}
         cells = []
         for m, w in columns:
             cell = f"{rate[(m, w)]:,.0f}" if (m, w) in rate else "–"
@@ -126,6 +133,9 @@ def main(argv: list[str] | None = None) -> None:
                              "columns with the speed-up over the first")
     parser.add_argument("--env-process", action="store_true",
                         help="also run every configuration with the env in a process of its own (EnvProcess)")
+    parser.add_argument("--rendering", nargs="+", default=["per_frame"], choices=("per_frame", "tiled"),
+                        help="camera rendering: one read-back per image, or tiles of one buffer "
+                             "(init_params.tiled_rendering); several give side-by-side columns")
     args = parser.parse_args(argv)
     if any(n < 1 for n in args.num_envs) or args.steps < 1 or any(w < 1 for w in args.num_workers):
         parser.error("--num-envs, --steps and --num-workers must be positive")
@@ -133,13 +143,16 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for n in args.num_envs:
         for mode in args.modes:
-            for workers, own_process in [(w, p) for w in args.num_workers for p in (False, True)[:1 + args.env_process]]:
-                if workers > n:
-                    continue  # a worker needs at least one sub-env
+            variants = [(w, p, r == "tiled") for w in args.num_workers for p in (False, True)[:1 + args.env_process]
+                        for r in dict.fromkeys(args.rendering)]
+            for workers, own_process, tiled in variants:
+                if workers > n or (tiled and mode == "no_cameras" and len(args.rendering) > 1):
+                    continue  # a worker needs at least one sub-env; no cameras: nothing to tile
                 steps = camera_steps if mode == "cameras_every_step" else args.steps
                 results.append(run_one(args.task, n, mode, steps, args.cam_size, args.device, args.chunk,
-                                       num_workers=workers, env_process=own_process))
-                print(f"  {args.task} N={n:<4} workers={workers:<3} {('own process, ' if own_process else '') + mode:<33} "
+                                       num_workers=workers, env_process=own_process, tiled=tiled))
+                label = ("own process, " if own_process else "") + ("tiled, " if tiled else "") + mode
+                print(f"  {args.task} N={n:<4} workers={workers:<3} {label:<40} "
                       f"{results[-1].env_steps_per_s:>10,.0f} env-steps/s ({steps} steps, "
                       f"{results[-1].seconds:.2f} s)", flush=True)
     print(f"\nEmbedded env throughput, env-steps/s ({args.task}, device={args.device}, "

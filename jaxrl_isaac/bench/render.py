@@ -3,15 +3,16 @@ the same frames rendered as tiles of one offscreen buffer with a single read-bac
 
     python -m jaxrl_isaac.bench render --task Embedded-Stack-Cube-Franka-IK-Rel-v0 --num-envs 64 --cam-size 32
 
-The embedded env renders one ``mujoco.Renderer`` frame per sub-env and camera (``envs/embedded/rendering.py``):
-``update_scene`` + ``mjr_render`` + ``mjr_readPixels``. If the read-back (a GL sync per frame) dominated, tiling
-would pay; if the render call does, it would not. OSMesa (CPU) and EGL (GPU) can differ, hence this suite.
+By default the embedded env renders one ``mujoco.Renderer`` frame per sub-env and camera
+(``envs/embedded/rendering.py``): ``update_scene`` + ``mjr_render`` + ``mjr_readPixels``; with
+``init_params.tiled_rendering`` it draws all sub-envs into tiles of one buffer and reads it once (``tiled_total``
+here, the env's own tiled renderer). If the read-back (a GL sync per frame) dominated, tiling would pay most; if
+the render call does, less. OSMesa (CPU) and EGL (GPU) can differ, hence this suite.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import platform
 import time
@@ -19,6 +20,7 @@ import time
 import numpy as np
 
 from jaxrl_isaac.envs import embedded
+from jaxrl_isaac.envs.embedded.rendering import CameraRenderer
 
 
 def _timed(fn, repeats: int) -> float:
@@ -58,26 +60,10 @@ def measure(task_id: str, num_envs: int, cam_size: int, camera: str, repeats: in
         def per_frame_all():  # the env's own renderer, as a camera read in a rollout
             return env._renderer.render(camera, datas)  # noqa: SLF001
 
-        cols = min(num_envs, max(1, 512 // cam_size))  # wider buffers: more such pixels on OSMesa
-        rows = -(-num_envs // cols)
-        tiled_model = copy.copy(model)
-        tiled_model.vis.global_.offwidth, tiled_model.vis.global_.offheight = cols * cam_size, rows * cam_size
-        big = mujoco.Renderer(tiled_model, height=rows * cam_size, width=cols * cam_size)
-        buf = np.empty((rows * cam_size, cols * cam_size, 3), np.uint8)
+        tiled = CameraRenderer(model, {camera: (cam_size, cam_size)}, tiled=True)  # init_params.tiled_rendering
 
         def tiled_all():
-            big._gl_context.make_current()  # noqa: SLF001
-            for i, d in enumerate(datas):
-                big.update_scene(d, camera=camera)
-                r, c = divmod(i, cols)
-                mujoco.mjr_render(mujoco.MjrRect(c * cam_size, r * cam_size, cam_size, cam_size),
-                                  big._scene, big._mjr_context)  # noqa: SLF001
-            mujoco.mjr_readPixels(buf, None, mujoco.MjrRect(0, 0, cols * cam_size, rows * cam_size),
-                                  big._mjr_context)  # noqa: SLF001
-            flipped = buf[::-1]  # GL's origin is bottom-left: tile row r sits r tiles above the bottom
-            h = rows * cam_size
-            return np.stack([flipped[h - (i // cols + 1) * cam_size:h - (i // cols) * cam_size,
-                                     (i % cols) * cam_size:(i % cols + 1) * cam_size] for i in range(num_envs)])
+            return tiled.render(camera, datas)
 
         def current(fn):
             def run():
@@ -97,7 +83,7 @@ def measure(task_id: str, num_envs: int, cam_size: int, camera: str, repeats: in
         diff = np.abs(tiled_all().astype(int) - reference.astype(int))
         result["tiled_max_abs_diff"], result["tiled_mean_abs_diff"] = float(diff.max()), float(diff.mean())
         one.close()
-        big.close()
+        tiled.close()
         return result
     finally:
         env.close()

@@ -635,6 +635,10 @@ def _check_split(check: _Checker, name: str, split: EnvSplitConfig, env_ranks: i
                                           f"{per_rank} envs into {stages} pipeline stages)")
     per_stage = per_rank // stages
     check.at_least(f"{k}.num_workers", 1)
+    if split.init_params.tiled_rendering and split.env_type != "embedded":
+        check.fail(f"{k}.init_params.tiled_rendering", f"{k}.init_params.tiled_rendering is for the embedded "
+                                                       f"simulator; IsaacLab tasks choose their camera type "
+                                                       f"(TiledCameraCfg) themselves")
     if split.num_workers > 1:
         if split.env_type != "embedded":
             check.fail(f"{k}.num_workers", f"{k}.num_workers={split.num_workers} is for the embedded simulator; "

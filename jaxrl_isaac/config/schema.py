@@ -221,6 +221,9 @@ class EnvInitParams:
     wrist_cam: CameraConfig = dataclasses.field(default_factory=lambda: CameraConfig(height=256, width=256))
     # Ours, embedded tasks only: "sparse" pays 1 on success; "shaped" adds dense progress terms.
     reward_type: Literal["sparse", "shaped"] = "sparse"
+    # Ours, embedded only: draw each camera of all sub-envs as tiles of one buffer, read back once (as IsaacLab's
+    # TiledCamera); faster, most on EGL. False: one image and one read-back per sub-env.
+    tiled_rendering: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,7 @@ only, so any object with the fields below works (the typed schema in jaxrl_isaac
     env_type, total_num_envs, max_episode_steps, seed, group_size, device ("cpu" | "cuda" | "cuda:N"),
     init_params.{id, task_description, table_cam.{height, width}, wrist_cam.{height, width}, reward_type}
     and optionally init_params.max_episode_steps (overrides the split's when set) and num_workers (embedded only:
-    processes that step the sub-envs, default 1 = in-process)
+    processes that step the sub-envs, default 1 = in-process) and init_params.tiled_rendering (embedded only)
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ def make_env(split_cfg: Any, *, seed_offset: int = 0, num_envs: int | None = Non
         num_workers = getattr(split_cfg, "num_workers", 1)
         # Passed only when > 1, so callers and stubs of embedded.make written before num_workers keep working.
         parallel = {} if num_workers == 1 else {"num_workers": num_workers}
+        if getattr(init_params, "tiled_rendering", False):
+            parallel["tiled_rendering"] = True
         return embedded.make(init_params.id, num_envs, device=split_cfg.device, seed=seed, table_cam=table_cam,
                              wrist_cam=wrist_cam, max_episode_steps=max_episode_steps,
                              group_size=split_cfg.group_size, reward_type=init_params.reward_type, **parallel)

@@ -655,6 +655,7 @@ def bootstrap_checkpoint_for(cfg: Any, split: str = "train") -> Path:
                                     batch_size=boot.sft_batch_size, lr=boot.sft_lr, cam=table.height,
                                     seed=cfg.actor.seed, embodiment_tag=m.embodiment_tag,
                                     augment=boot.sft_augment, tokenizer=boot.tokenizer,
+                                    tiled_rendering=env_cfg.init_params.tiled_rendering,
                                     log=logging.getLogger(__name__).info, reuse_from=reuse_from)
 
 

@@ -59,6 +59,8 @@ class EmbeddedFrankaEnv:
       group_size: G; on a full ``reset()`` sub-envs [kG, (k+1)G) start from the same state (GRPO groups).
       reward_type: "sparse" (1.0 on the success step, else 0) or "shaped" (sparse + potential difference, see
         ``tasks``).
+      tiled_rendering: render each camera of all sub-envs as tiles of one buffer with one read-back (faster, most
+        on EGL; a lone pixel can differ from the per-frame images, see ``rendering``).
     """
 
     action_dim = 7
@@ -66,7 +68,10 @@ class EmbeddedFrankaEnv:
 
     def __init__(self, task_id: str, num_envs: int, device: str | torch.device = "cpu", seed: int = 0,
                  table_cam: tuple[int, int] = (200, 200), wrist_cam: tuple[int, int] = (200, 200),
-                 max_episode_steps: int = 600, group_size: int = 1, reward_type: str = "sparse"):
+                 max_episode_steps: int = 600, group_size: int = 1, reward_type: str = "sparse",
+                 tiled_rendering: bool = False):
+        if not isinstance(tiled_rendering, bool):
+            raise ValueError(f"tiled_rendering must be a bool, got {tiled_rendering!r}")
         self.task = tasks.get_task(task_id)
         self.device = check_env_args(num_envs, group_size, max_episode_steps, reward_type, table_cam, wrist_cam, device)
         self.task_id = task_id
@@ -84,7 +89,7 @@ class EmbeddedFrankaEnv:
             table_cam_hw=camera_hw["table_cam"], wrist_cam_hw=camera_hw["wrist_cam"],
             with_target_marker=self.task.has_reach_target))
         self._datas = [mujoco.MjData(self.model) for _ in range(num_envs)]
-        self._renderer = CameraRenderer(self.model, camera_hw)
+        self._renderer = CameraRenderer(self.model, camera_hw, tiled=tiled_rendering)
         # Close GL contexts before interpreter teardown even if the user never calls close().
         self._finalizer = weakref.finalize(self, self._renderer.close)
         self._rng = np.random.default_rng(seed)

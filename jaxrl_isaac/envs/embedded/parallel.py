@@ -393,8 +393,10 @@ class ParallelFrankaEnv:
     def __init__(self, task_id: str, num_envs: int, device: str | torch.device = "cpu", seed: int = 0,
                  table_cam: tuple[int, int] = (200, 200), wrist_cam: tuple[int, int] = (200, 200),
                  max_episode_steps: int = 600, group_size: int = 1, reward_type: str = "sparse",
-                 num_workers: int = 2):
+                 num_workers: int = 2, tiled_rendering: bool = False):
         # Cheap checks first: a bad input should not cost K process starts.
+        if not isinstance(tiled_rendering, bool):
+            raise ValueError(f"tiled_rendering must be a bool, got {tiled_rendering!r}")
         self.task = tasks.get_task(task_id)
         self.device = check_env_args(num_envs, group_size, max_episode_steps, reward_type, table_cam, wrist_cam, device)
         _check_seed(seed)
@@ -411,7 +413,8 @@ class ParallelFrankaEnv:
         self.ik = diff_ik.DiffIKConfig()  # the workers' IK settings (the scripted experts read the action scale)
 
         common = dict(task_id=task_id, table_cam=table_cam, wrist_cam=wrist_cam,
-                      max_episode_steps=max_episode_steps, group_size=group_size, reward_type=reward_type)
+                      max_episode_steps=max_episode_steps, group_size=group_size, reward_type=reward_type,
+                      tiled_rendering=tiled_rendering)  # each worker tiles its own shard
         self._pool = _WorkerPool(self._shards, [
             dict(common, num_envs=hi - lo, seed=self._worker_seed(seed, k)) for k, (lo, hi) in enumerate(self._shards)])
         self._finalizer = weakref.finalize(self, self._pool.shutdown)  # no worker outlives the env (or the process)
