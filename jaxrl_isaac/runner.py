@@ -218,8 +218,36 @@ class EmbodiedRunner:
         interval = self.cfg.runner.val_check_interval
         return self.evaluator is not None and interval > 0 and (global_step % interval == 0 or last)
 
-    def run(self, progress: bool = True) -> list[dict[str, float]]:
+    def _next_step_seconds(self, step: int, history: list[dict[str, float]], save_s: float | None) -> float:
+        """Estimated seconds of global step ``step + 1`` with its eval and checkpoint: the median of the last three
+        steps, the last eval's time (before any: the eval's env steps at the last rollout's throughput), and the last
+        save's (before any: 10 s), plus 5%."""
+        n_steps = total_steps(self.cfg)
+        recent = sorted(row["time/step"] for row in history[-3:])
+        seconds = recent[len(recent) // 2]
+        last = step + 1 == n_steps
+        if self._eval_due(step + 1, last):
+            evals = [row["time/eval"] for row in history if "time/eval" in row]
+            if evals:
+                seconds += evals[-1]
+            else:
+                e = self.cfg.env.eval
+                seconds += e.total_num_envs * e.rollout_epoch * e.max_steps_per_rollout_epoch / \
+                    history[-1]["throughput/rollout_env_steps_per_s"]
+        interval = self.cfg.runner.save_interval
+        if (interval > 0 and (step + 1) % interval == 0) or last:
+            seconds += 10.0 if save_s is None else save_s
+        return 1.05 * seconds
+
+    def run(self, progress: bool = True, started_at: float | None = None) -> list[dict[str, float]]:
+        """Global steps ``start_step`` .. the last; returns their metrics. ``started_at``: ``time.monotonic()`` when
+        the command started, the origin of ``runner.max_wall_time_s`` (default: now). ``stopped_at`` is then the
+        global step of a stop for the time limit (its checkpoint written), else None."""
         cfg = self.cfg
+        deadline = None
+        if cfg.runner.max_wall_time_s is not None:
+            deadline = (time.monotonic() if started_at is None else started_at) + cfg.runner.max_wall_time_s
+        self.stopped_at = None
         if cfg.runner.only_eval:
             from jaxrl_isaac.eval import run_eval
             metrics, _ = run_eval(cfg, policy=self.policy, env=self._eval_env)
@@ -230,9 +258,20 @@ class EmbodiedRunner:
         logger = MetricLogger(self.log_path, cfg.runner.logger.project_name, cfg.runner.logger.experiment_name,
                               cfg.runner.logger.logger_backends, config=self.config_dict)
         history = []
+        saved_at, save_s = None, None
         bar = _progress(progress, n_steps, self.start_step)
         try:
             for step in range(self.start_step, n_steps):
+                if deadline is not None and history and \
+                        time.monotonic() + self._next_step_seconds(step, history, save_s) > deadline:
+                    if saved_at != step:
+                        path = self.save(step)
+                        log.info("saved checkpoint %s", path)
+                    self.stopped_at = step
+                    log.info("stopping after global step %d: the next would end past runner.max_wall_time_s=%s; "
+                             "continue with runner.resume_dir=%s", step, cfg.runner.max_wall_time_s,
+                             self.log_path / "checkpoints")
+                    break
                 metrics = self.train_step(step)
                 last = step + 1 == n_steps
                 if self._eval_due(step + 1, last):
@@ -241,7 +280,9 @@ class EmbodiedRunner:
                 logger.log(metrics, step + 1)
                 history.append(metrics)
                 if (cfg.runner.save_interval > 0 and (step + 1) % cfg.runner.save_interval == 0) or last:
+                    t_save = time.monotonic()
                     path = self.save(step + 1)
+                    saved_at, save_s = step + 1, time.monotonic() - t_save
                     log.info("saved checkpoint %s", path)
         finally:
             bar.close()

@@ -15,6 +15,8 @@ DEFAULT_CONFIG_NAME = "embedded_reach_ppo_gr00t_tiny"
 
 
 def main(argv: list[str] | None = None) -> int:
+    import time
+    started_at = time.monotonic()  # the origin of runner.max_wall_time_s
     from jaxrl_isaac import entrypoint
 
     entrypoint.setup_logging()
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
              total_steps(cfg), cfg.env.train.init_params.id, cfg.env.train.env_type)
     try:
         runner = EmbodiedRunner(cfg, cfg.to_dict())
-        history = runner.run(progress=sys.stderr.isatty())
+        history = runner.run(progress=sys.stderr.isatty(), started_at=started_at)
     except entrypoint.user_errors() as e:  # bad input the user can fix: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg.runner.only_eval:  # only_eval printed its eval table and has no training steps to sum up
         for line in summary_lines(history, runner.start_step):
             print(line)
+    if runner.stopped_at is not None:
+        print(f"stopped after global step {runner.stopped_at} (runner.max_wall_time_s={cfg.runner.max_wall_time_s}); "
+              f"continue with runner.resume_dir={Path(cfg.runner.logger.log_path) / 'checkpoints'}")
     print(f"logs, tensorboard and checkpoints in {cfg.runner.logger.log_path}")
     return 0
 

@@ -394,6 +394,11 @@ def test_env_num_workers_rules():
     assert load_config(DEFAULT, overrides=["env.train.num_workers=4"]).env.train.num_workers == 4
 
 
+def test_max_wall_time_must_be_positive():
+    assert "runner.max_wall_time_s=0.0 must be > 0 seconds" in error_of("runner.max_wall_time_s=0")
+    assert load_config(DEFAULT, overrides=["runner.max_wall_time_s=600"]).runner.max_wall_time_s == 600
+
+
 def test_tiled_rendering_is_embedded_only_and_eval_follows_train():
     cfg = load_config(DEFAULT, overrides=["env.train.init_params.tiled_rendering=true"])
     assert cfg.env.train.init_params.tiled_rendering and cfg.env.eval.init_params.tiled_rendering

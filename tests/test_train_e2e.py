@@ -117,6 +117,55 @@ def test_interrupt_says_where_to_resume(tmp_path, monkeypatch, capsys):
     assert len((log / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_wall_time_limit_stops_with_a_checkpoint_and_the_run_continues(tmp_path, monkeypatch, capsys):
+    """runner.max_wall_time_s: each step here takes 100 s of a fake clock; with 250 s the run stops after step 2
+    (a third would end at ~305 s), writes that step's checkpoint although save_interval is off, and says how to go
+    on; the resumed invocation runs steps 3 and 4."""
+    import time
+    import types
+
+    from jaxrl_isaac import runner as runner_mod
+    clock = {"now": time.monotonic()}
+    monkeypatch.setattr(runner_mod, "time", types.SimpleNamespace(monotonic=lambda: clock["now"],
+                                                                  perf_counter=time.perf_counter))
+    original = runner_mod.EmbodiedRunner.train_step
+
+    def hundred_seconds(self, step):
+        metrics = original(self, step)
+        clock["now"] += 100.0
+        return {**metrics, "time/step": 100.0}
+
+    monkeypatch.setattr(runner_mod.EmbodiedRunner, "train_step", hundred_seconds)
+    rows = _run(tmp_path, "run", "runner.max_epochs=4", "runner.max_wall_time_s=250")
+    assert [r["step"] for r in rows] == [1, 2]
+    assert (tmp_path / "run" / "checkpoints" / "global_step_2" / "train_state").is_dir()
+    assert f"stopped after global step 2 (runner.max_wall_time_s=250.0); continue with runner.resume_dir=" \
+           f"{tmp_path / 'run' / 'checkpoints'}" in capsys.readouterr().out
+    rows = _run(tmp_path, "run", "runner.max_epochs=4", f"runner.resume_dir={tmp_path / 'run' / 'checkpoints'}")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_next_step_estimate_adds_the_eval_and_the_checkpoint():
+    import types
+
+    from jaxrl_isaac.config import load_config
+    from jaxrl_isaac.runner import EmbodiedRunner
+    cfg = load_config("embedded_reach_ppo_baseline", overrides=[
+        "runner.max_epochs=10", "runner.val_check_interval=2", "runner.save_interval=4"])
+    fake = types.SimpleNamespace(cfg=cfg)
+    fake._eval_due = lambda step, last: EmbodiedRunner._eval_due(types.SimpleNamespace(
+        cfg=cfg, evaluator=object()), step, last)
+    history = [{"time/step": t, "throughput/rollout_env_steps_per_s": 1000.0} for t in (50.0, 10.0, 12.0, 11.0)]
+    e = cfg.env.eval
+    first_eval = e.total_num_envs * e.rollout_epoch * e.max_steps_per_rollout_epoch / 1000.0
+    estimate = EmbodiedRunner._next_step_seconds
+    assert estimate(fake, 2, history, None) == pytest.approx(1.05 * 11.0)  # step 3: median of the last 3 steps
+    assert estimate(fake, 1, history, None) == pytest.approx(1.05 * (11.0 + first_eval))  # step 2: eval
+    history[-1]["time/eval"] = 7.0
+    assert estimate(fake, 3, history, 2.0) == pytest.approx(1.05 * (11.0 + 7.0 + 2.0))  # step 4: eval + save
+    assert estimate(fake, 9, history, None) == pytest.approx(1.05 * (11.0 + 7.0 + 10.0))  # the last step
+
+
 def test_the_console_summary_averages_the_first_and_last_steps_and_lists_the_evals():
     from jaxrl_isaac.train import summary_lines
 

@@ -511,6 +511,9 @@ def validate(cfg: TrainConfig, num_devices: int | None = None) -> ComponentPlace
         check.fail("runner.logger.log_path", "runner.logger.log_path must not be empty")
     check.at_least("runner.max_epochs", 1)
     check.at_least("runner.weight_sync_interval", 1)
+    if runner.max_wall_time_s is not None and not runner.max_wall_time_s > 0:
+        check.fail("runner.max_wall_time_s", f"runner.max_wall_time_s={runner.max_wall_time_s} must be > 0 seconds "
+                                             f"(or null for no limit)")
     evaluating = runner.val_check_interval > 0 or runner.only_eval or runner.task_type == "embodied_eval"
     if runner.val_check_interval > 0 and runner.save_interval > 0 and \
             runner.save_interval % runner.val_check_interval:

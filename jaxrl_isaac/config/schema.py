@@ -130,6 +130,10 @@ class RunnerConfig:
     save_interval: int = 20  # > 0: checkpoint every N global steps and at the last step; <= 0: never
     resume_dir: str | None = None  # a checkpoint directory (.../checkpoints/global_step_N): restores state and step
     ckpt_path: str | None = None  # policy weights loaded into actor and rollout after construction
+    # Ours: stop cleanly, with a checkpoint of the last finished global step, before a step (with its eval and
+    # checkpoint) would end past this many seconds since the train command started; for cluster time limits and
+    # runs done in pieces (continue with runner.resume_dir). None: no limit.
+    max_wall_time_s: float | None = None
     weight_sync_interval: int = 1  # copy actor weights to the rollout policy every N global steps
     overlap_env_bootstrap: bool = False  # RLinf: reset the next rollout's envs while the actor trains
     use_training_pipeline: bool = False  # RLinf: stream micro-batches to the actor during rollout (GAE only)
