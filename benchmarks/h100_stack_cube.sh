@@ -5,27 +5,39 @@
 #
 #   bash benchmarks/h100_stack_cube.sh sft                       # SFT starts (SFT_STEPS), eval of each; with
 #                                                                # THEN_PPO_UNTIL=T, PPO from the best until T s
-#                                                                # (skipped if under THEN_PPO_MIN=300 s are left)
+#                                                                # (skipped if under THEN_PPO_MIN=120 s are left)
 #   bash benchmarks/h100_stack_cube.sh profile BOOT [CHUNKS]     # rendering throughput; 2 short PPO steps' timings
 #   bash benchmarks/h100_stack_cube.sh rl  BOOT SECONDS          # PPO, then GRPO, from BOOT (SECONDS each;
 #                                                                # RUNS="ppo" for one; PPO_ARGS: extra overrides)
 #   bash benchmarks/h100_stack_cube.sh resume RUN SECONDS BOOT   # continue RUN (ppo|grpo) from its last checkpoint
 #   bash benchmarks/h100_stack_cube.sh eval NAME:CFG:CKPT ...    # eval each checkpoint (CKPT under results/gpu, or
 #                                                                # "-" for the SFT start BOOT); EVAL_ARGS: overrides
+#   bash benchmarks/h100_stack_cube.sh render                    # camera rendering per frame vs tiled, 8 workers
+#
+# Training pieces stop cleanly before SECONDS run out (runner.max_wall_time_s = SECONDS - 20, with a checkpoint of
+# the last finished step); `timeout` stays as the backstop. TILED=1 renders every camera tiled
+# (env.*.init_params.tiled_rendering, sft --tiled-rendering). THEN_PPO_UNTIL counts from CALL_T0 where set.
 #
 # State lives in results/gpu (gitignored). Where the device host starts bare, the previous piece's outputs are
 # untarred from .carry/*.tgz first. Outputs for the way back (logs, metrics, tarred checkpoints) go to $OUT.
 set -uo pipefail
+# CALL_T0 (date +%s when the device call began) makes the time limits below count from then, across several phases
+# run in one call; without it they count from this script's start.
+[ -n "${CALL_T0:-}" ] && SECONDS=$(( $(date +%s) - CALL_T0 ))
 cd "$(dirname "$0")/.."
 phase=${1:?phase: sft | rl | resume}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" results/gpu
 if [ -d .gl ] && [ -z "${NO_WHEELS:-}" ]; then for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig; fi
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
+  if [ ! -d /tmp/site/mujoco ]; then  # once per host: later phases of the same (warm) host reuse it
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl || exit 1
+  fi
   export PYTHONPATH=/tmp/site
 fi
+TILE_ARGS=(); SFT_TILE=
+if [ -n "${TILED:-}" ]; then TILE_ARGS=(env.train.init_params.tiled_rendering=true); SFT_TILE=--tiled-rendering; fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} MUJOCO_GL=${MUJOCO_GL:-egl} PYTHONUNBUFFERED=1
 if [ -d .carry ]; then  # whole tgz files, and tgz files split into .tgz.00, .tgz.01, ... by pack()
   for t in .carry/*.tgz; do [ -e "$t" ] && tar xzf "$t" -C results/gpu; done
@@ -44,12 +56,13 @@ sft() {  # steps (kept when a previous piece on this host already wrote it)
   [ -d "$G/sft_$1/global_step_$1" ] && { echo "reusing $G/sft_$1"; return 0; }
   python3 -m jaxrl_isaac.sft --task $TASK --episodes ${SFT_EPISODES:-1500} --num-envs 16 --model-config small --steps "$1" \
     --batch-size 128 --lr 1e-3 --cam 32 --seed 1234 --log-interval 1000 --no-augment --tiny-tokenizer bytes \
-    --out "$G/sft_$1" ${SFT_ARGS:-}
+    --out "$G/sft_$1" $SFT_TILE ${SFT_ARGS:-}
 }
 
 evaluate() {  # name, then overrides
   local name=$1; shift
-  python3 -m jaxrl_isaac.eval --config-name $PPO_CFG runner.logger.log_path="$G/eval_$name" "$@" ${EVAL_ARGS:-} \
+  python3 -m jaxrl_isaac.eval --config-name $PPO_CFG runner.logger.log_path="$G/eval_$name" "$@" "${TILE_ARGS[@]}" \
+    ${EVAL_ARGS:-} \
     > "$OUT/eval_$name.log" 2>&1
   grep -E "eval/(success_once|success_at_end|return)" "$OUT/eval_$name.log" | sed "s/^/$name /"
 }
@@ -57,7 +70,7 @@ evaluate() {  # name, then overrides
 train() {  # run name, config, seconds, then overrides; stops after the last step that fits in the time
   local run=$1 cfg=$2 seconds=$3; shift 3
   timeout --signal=INT "$seconds" python3 -m jaxrl_isaac.train --config-name "$cfg" runner.logger.log_path="$G/$run" \
-    "$@" > "$OUT/train_$run.log" 2>&1
+    runner.max_wall_time_s=$((seconds - 20)) "${TILE_ARGS[@]}" "$@" > "$OUT/train_$run.log" 2>&1
   echo "$run exit $?"
 }
 
@@ -107,10 +120,10 @@ PY
 )
       pack "sft_${best:-${list##* }}" "sft_${best:-${list##* }}"
       left=$((THEN_PPO_UNTIL - SECONDS))
-      # Under ~10 PPO steps' time (THEN_PPO_MIN s) no checkpoint would be written: skip, and leave the call's
-      # remaining device time to a separate rl call (2026-12-04: about a minute of PPO that saved nothing).
-      if [ -n "$best" ] && [ "$left" -lt "${THEN_PPO_MIN:-300}" ]; then
-        echo "PPO skipped: ${left} s left before THEN_PPO_UNTIL, under THEN_PPO_MIN=${THEN_PPO_MIN:-300}"; best=
+      # Under THEN_PPO_MIN s the PPO process would spend most of it starting and compiling: skip, and leave the
+      # call's remaining device time to a separate rl call. (It stops with a checkpoint, runner.max_wall_time_s.)
+      if [ -n "$best" ] && [ "$left" -lt "${THEN_PPO_MIN:-120}" ]; then
+        echo "PPO skipped: ${left} s left before THEN_PPO_UNTIL, under THEN_PPO_MIN=${THEN_PPO_MIN:-120}"; best=
         skipped=1
       fi
       if [ -n "$best" ]; then
@@ -164,6 +177,11 @@ PY
     pack "$run" "$run/checkpoints/$(basename "$last")"  # for the next piece
     cp "$G/$run/metrics.jsonl" "$OUT/${run}_metrics.jsonl"
     ;;
+  render)  # per-frame vs tiled rendering: the env as PPO runs it (64 envs, 8 workers, 2 cameras every 4 steps)
+    python3 -m jaxrl_isaac.bench render --num-envs 8 64 --cam-size 32 --repeats 10
+    python3 -m jaxrl_isaac.bench env --task $TASK --num-envs 64 --num-workers 1 8 --cam-size 32 --chunk 4 \
+      --modes no_cameras cameras_every_chunk --rendering per_frame tiled --steps 112
+    ;;
   eval)  # e.g. EVAL_ARGS="env.eval.rollout_epoch=4" (512 episodes) for a tighter estimate than the in-training 128
     shift
     for spec in "$@"; do
@@ -171,7 +189,7 @@ PY
       args=(actor.model.bootstrap=null actor.model.model_path="$G/${BOOT:-sft_25000/global_step_25000}")
       [ "$ckpt" != - ] && args+=(runner.ckpt_path="$G/$ckpt")
       python3 -m jaxrl_isaac.eval --config-name "$cfg" runner.logger.log_path="$G/eval_$name" "${args[@]}" \
-        ${EVAL_ARGS:-} > "$OUT/eval_$name.log" 2>&1
+        "${TILE_ARGS[@]}" ${EVAL_ARGS:-} > "$OUT/eval_$name.log" 2>&1
       grep -E "eval/(success_once|success_at_end|return|num_trajectories)|time/eval" "$OUT/eval_$name.log" | sed "s/^/$name /"
     done
     ;;
