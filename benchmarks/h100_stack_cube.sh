@@ -15,8 +15,9 @@
 #   bash benchmarks/h100_stack_cube.sh render                    # camera rendering per frame vs tiled, 8 workers
 #
 # Training pieces stop cleanly before SECONDS run out (runner.max_wall_time_s = SECONDS - 20, with a checkpoint of
-# the last finished step); `timeout` stays as the backstop. TILED=1 renders every camera tiled
-# (env.*.init_params.tiled_rendering, sft --tiled-rendering). THEN_PPO_UNTIL counts from CALL_T0 where set.
+# the last finished step); `timeout` stays as the backstop. Cameras render tiled (env.*.init_params.tiled_rendering,
+# sft --tiled-rendering), as the configs do since 2026-12-04; TILED=0 renders frame by frame, as the runs before
+# that. THEN_PPO_UNTIL counts from CALL_T0 where set.
 #
 # State lives in results/gpu (gitignored). Where the device host starts bare, the previous piece's outputs are
 # untarred from .carry/*.tgz first. Outputs for the way back (logs, metrics, tarred checkpoints) go to $OUT.
@@ -36,8 +37,8 @@ if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   fi
   export PYTHONPATH=/tmp/site
 fi
-TILE_ARGS=(); SFT_TILE=
-if [ -n "${TILED:-}" ]; then TILE_ARGS=(env.train.init_params.tiled_rendering=true); SFT_TILE=--tiled-rendering; fi
+TILE_ARGS=(env.train.init_params.tiled_rendering=true); SFT_TILE=--tiled-rendering  # as the configs (TILED=1)
+if [ "${TILED:-1}" = 0 ]; then TILE_ARGS=(env.train.init_params.tiled_rendering=false); SFT_TILE=; fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} MUJOCO_GL=${MUJOCO_GL:-egl} PYTHONUNBUFFERED=1
 if [ -d .carry ]; then  # whole tgz files, and tgz files split into .tgz.00, .tgz.01, ... by pack()
   for t in .carry/*.tgz; do [ -e "$t" ] && tar xzf "$t" -C results/gpu; done

@@ -147,6 +147,7 @@ def test_stack_state_task_small_gr00t_bootstrap_then_ppo_on_parallel_env(tmp_pat
     assert train.main(args) == 0
     recipe = json.loads((log / "bootstrap" / "bootstrap.json").read_text())
     assert "--no-augment" in recipe and recipe[recipe.index("--model-config") + 1] == "small"
+    assert "--tiled-rendering" in recipe  # the demos are rendered as the config's tiled RL env renders
     assert recipe[recipe.index("--tiny-tokenizer") + 1] == "bytes"  # the config keeps the recorded GPU recipe's
     _, assets = read_converted_assets(log / "bootstrap" / "global_step_2")
     head = assets["gr00t_config"]["action_head"]
